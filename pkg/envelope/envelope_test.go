@@ -1,0 +1,147 @@
+package envelope
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestDecodeKeepsUnknownFieldsThroughEncode(t *testing.T) {
+	in := `{"id":"01J0","to":"+420600000001","text":"hi","ttl":"5m","send_at":"2026-11-27T14:00:00+01:00","x_customer":{"tier":3},"note":"keep me"}`
+	m, err := Decode([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.TTL != 5*time.Minute || m.SendAt.IsZero() {
+		t.Fatalf("ttl %v send_at %v", m.TTL, m.SendAt)
+	}
+	out, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["note"] != "keep me" || got["x_customer"].(map[string]any)["tier"].(float64) != 3 {
+		t.Fatalf("unknown fields lost: %s", out)
+	}
+	again, err := Decode(out)
+	if err != nil || again.TTL != m.TTL || !again.SendAt.Equal(m.SendAt) || again.ID != m.ID {
+		t.Fatalf("round trip: %+v %v", again, err)
+	}
+}
+
+func TestDecodeNamesTheFieldWithTheWrongType(t *testing.T) {
+	for _, tc := range []struct{ name, body, field string }{
+		{"a number as recipient", `{"to":420600000001,"text":"x"}`, "to"},
+		{"an object as text", `{"to":"+420600000001","text":{"a":1}}`, "text"},
+		{"a ttl that is not a duration", `{"to":"+1","text":"x","ttl":"soon"}`, "ttl"},
+		{"a negative ttl", `{"to":"+1","text":"x","ttl":-3}`, "ttl"},
+		{"a send_at that is not RFC 3339", `{"to":"+1","text":"x","send_at":"tomorrow"}`, "send_at"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.body))
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Fatalf("err = %v, want a FieldError on %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestDecodeRejectsWhatIsNotAnObject(t *testing.T) {
+	for _, body := range []string{``, `[]`, `"x"`, `null`, `{"to":"+1"`, `{"to":"+1"} {}`, "{\"to\":\"\xff\"}"} {
+		if _, err := Decode([]byte(body)); !errors.Is(err, ErrNotJSON) {
+			t.Errorf("Decode(%q) = %v, want ErrNotJSON", body, err)
+		}
+	}
+}
+
+func TestValidateListsEveryProblem(t *testing.T) {
+	m := Message{ID: "a.b", To: " ", Text: "", Kind: "spam", Route: "x>y", CallbackURL: "ftp://x"}
+	errs := m.Validate(time.Now())
+	fields := map[string]bool{}
+	for _, e := range errs {
+		fields[e.Field] = true
+	}
+	for _, f := range []string{"id", "to", "text", "kind", "route", "callback_url"} {
+		if !fields[f] {
+			t.Errorf("no error for %s in %v", f, errs)
+		}
+	}
+	ok := Message{To: "+420600000001", Text: "hello", Kind: Transactional}
+	if errs := ok.Validate(time.Now()); len(errs) != 0 {
+		t.Fatalf("valid message: %v", errs)
+	}
+}
+
+func TestIDForIsStableAndValid(t *testing.T) {
+	ts := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	a, b := IDFor(SeqKey("S", 7), ts), IDFor(SeqKey("S", 7), ts)
+	c := IDFor(SeqKey("S", 8), ts)
+	if a != b || a == c || !ValidID(a) {
+		t.Fatalf("IDFor: %s %s %s", a, b, c)
+	}
+	if id := NewID(ts); !ValidID(id) || len(id) != 26 {
+		t.Fatalf("NewID = %q", id)
+	}
+}
+
+func TestMsgIDPrefersExternalID(t *testing.T) {
+	if got := (Message{ID: "a", ExternalID: "order-1"}).MsgID(); got != "order-1" {
+		t.Fatalf("MsgID = %q", got)
+	}
+	if got := (Message{ID: "a"}).MsgID(); got != "a" {
+		t.Fatalf("MsgID = %q", got)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{"to":"+420600000001","text":"hi","ttl":"5m"}`, `{"x":[1,2,{"y":null}],"ttl":30}`, `{}`, `[]`, `{"send_at":"2026-11-27T14:00:00Z"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Decode(data)
+		if err != nil {
+			return
+		}
+		_ = m.Validate(time.Now())
+		out, err := Encode(m)
+		if err != nil {
+			t.Fatalf("Encode after Decode: %v", err)
+		}
+		again, err := Decode(out)
+		if err != nil {
+			t.Fatalf("re-decode of %s: %v", out, err)
+		}
+		if again.To != m.To || again.Text != m.Text || again.ID != m.ID || again.TTL != m.TTL || len(again.Extra) != len(m.Extra) {
+			t.Fatalf("round trip changed the message: %+v vs %+v", again, m)
+		}
+	})
+}
+
+func TestPrepareNormalisesTheRecipientAndLimitsTheText(t *testing.T) {
+	m, errs := Prepare(Message{To: "00420 600 000 001", Text: "hello"}, time.Now(), "", 10)
+	if len(errs) != 0 || m.To != "+420600000001" {
+		t.Fatalf("Prepare = %q, %v", m.To, errs)
+	}
+	_, errs = Prepare(Message{To: "+420 6OO 000 001", Text: "hello world, long"}, time.Now(), "", 10)
+	if len(errs) != 2 || errs[0].Field != "to" || errs[1].Field != "text" {
+		t.Fatalf("want errors on to (letters) and text (too long), got %v", errs)
+	}
+}
+
+func TestPeekIDFindsTheIdOfAnEnvelopeThatDoesNotDecode(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"id":"a1","to":42}`:   "a1",
+		`{"id":"a.b","to":"x"}`: "",
+		`{"id":7}`:              "",
+		`not json`:              "",
+	} {
+		if got := PeekID([]byte(body)); got != want {
+			t.Errorf("PeekID(%s) = %q, want %q", body, got, want)
+		}
+	}
+}

@@ -1,0 +1,73 @@
+// Package natstest starts real NATS servers with JetStream for tests, and
+// gives the bounded wait every test here uses instead of time.Sleep.
+package natstest
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RunServer starts JetStream in-process on a random loopback port with its
+// store in dir; pass the same dir twice to test a restart. The server is shut
+// down when the test ends (Shutdown is idempotent, so a test may stop it early).
+func RunServer(t testing.TB, dir string) *server.Server {
+	t.Helper()
+	return RunServerOnPort(t, dir, -1)
+}
+
+// RunServerOnPort is RunServer on a fixed port, for restarting a server
+// where its clients expect it (reconnect tests).
+func RunServerOnPort(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port,
+		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("natstest: server not ready after 10s")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// Connect connects to s and returns the connection and its JetStream
+// context; the connection is closed when the test ends.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("natstest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// Eventually polls cond every 10 ms until it is true, and fails the test with
+// what (the expectation, in words) when it is still false after d.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Subject returns a safe subject token from a test name.
+func Subject(t testing.TB) string {
+	r := strings.NewReplacer("/", "_", ".", "_", " ", "_", "*", "_", ">", "_")
+	return r.Replace(t.Name())
+}

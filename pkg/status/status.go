@@ -1,0 +1,222 @@
+// Package status publishes and reads the status events of messages: one event
+// per change on sms.status.<id> in the SMS_STATUS stream.
+//
+// Every message ends in exactly one terminal status. Publish makes that hold
+// across stages, instances and crashes: a non-terminal event is published
+// with a Nats-Msg-Id derived from (id, status, attempt), so a replay is
+// dropped by the stream; a terminal event is published with a
+// compare-and-set on the message's subject (Nats-Expected-Last-Subject-Sequence),
+// so two terminal events for one message cannot both land, even when they race
+// (a receipt for a duplicate submit against a permanent failure, say).
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Statuses of DESIGN.md, and the history entries that are not statuses.
+const (
+	Accepted    = "accepted"
+	Rejected    = "rejected"
+	Scheduled   = "scheduled"
+	Queued      = "queued"
+	Submitted   = "submitted"
+	Delivered   = "delivered"
+	Undelivered = "undelivered"
+	Expired     = "expired"
+	Failed      = "failed"
+
+	Retry         = "retry"
+	Throttled     = "throttled"
+	SubmitUnknown = "submit_unknown"
+)
+
+// Reasons for rejected, and for failed.
+const (
+	ReasonInvalid   = "invalid"
+	ReasonBlacklist = "blacklist"
+	ReasonOptedOut  = "opted_out"
+	ReasonDuplicate = "duplicate"
+	ReasonDailyCP   = "daily_cp"
+	ReasonWeeklyCP  = "weekly_cp"
+	ReasonNoRoute   = "no_route"
+
+	ReasonPermanent   = "permanent"    // the SMSC refused it for good
+	ReasonMaxAttempts = "max_attempts" // retried as often as configured
+)
+
+// Terminal reports whether s ends a message's life.
+func Terminal(s string) bool {
+	switch s {
+	case Rejected, Delivered, Undelivered, Expired, Failed:
+		return true
+	}
+	return false
+}
+
+// Event is one status change, the JSON body on sms.status.<id>.
+type Event struct {
+	ID       string    `json:"id"`
+	Status   string    `json:"status"`
+	Reason   string    `json:"reason,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	At       time.Time `json:"at"`
+	Stage    string    `json:"stage,omitempty"`
+	Campaign string    `json:"campaign,omitempty"`
+	Pool     string    `json:"pool,omitempty"`
+	Link     string    `json:"link,omitempty"`
+	SMSCID   string    `json:"smsc_id,omitempty"`
+	Parts    int       `json:"parts,omitempty"`
+	Code     int       `json:"code,omitempty"`    // SMPP command_status, or the receipt's err
+	Attempt  int       `json:"attempt,omitempty"` // delivery attempt of the stage that wrote it
+}
+
+// Subject is the subject of a message's events.
+func Subject(id string) string { return "sms.status." + id }
+
+// ErrAlreadyFinal is returned by Publish for a terminal event when the message
+// already has a terminal status: the event was not written. Callers treat it
+// as done (ack), since the message's fate is settled.
+var ErrAlreadyFinal = errors.New("status: message already has a terminal status")
+
+// ErrNotFound is returned by Latest and History for an id with no events.
+var ErrNotFound = errors.New("status: no such message")
+
+// Publisher writes status events. It is safe for concurrent use.
+type Publisher struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// NewPublisher binds to the SMS_STATUS stream, which must exist.
+func NewPublisher(ctx context.Context, js jetstream.JetStream) (*Publisher, error) {
+	s, err := js.Stream(ctx, "SMS_STATUS")
+	if err != nil {
+		return nil, fmt.Errorf("status: stream SMS_STATUS: %w", err)
+	}
+	return &Publisher{js: js, stream: s}, nil
+}
+
+// casAttempts bounds the compare-and-set loop of a terminal event; each lost
+// round means another event landed in between, which cannot go on for long.
+const casAttempts = 8
+
+// Publish writes ev (At defaults to now). A nil error means the event is in
+// the stream, or was a replay the stream dropped; ErrAlreadyFinal means a
+// terminal event lost to an earlier one; any other error means nothing is
+// known and the caller should retry (nak).
+func (p *Publisher) Publish(ctx context.Context, ev Event) error {
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("status: encode: %w", err)
+	}
+	msg := &nats.Msg{Subject: Subject(ev.ID), Data: data}
+	if !Terminal(ev.Status) {
+		_, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(eventMsgID(ev)))
+		if err != nil {
+			return fmt.Errorf("status: publish %s %s: %w", ev.ID, ev.Status, err)
+		}
+		return nil
+	}
+	for range casAttempts {
+		var last uint64
+		raw, err := p.stream.GetLastMsgForSubject(ctx, msg.Subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return fmt.Errorf("status: read last of %s: %w", ev.ID, err)
+		default:
+			var prev Event
+			if json.Unmarshal(raw.Data, &prev) == nil && Terminal(prev.Status) {
+				return ErrAlreadyFinal
+			}
+			last = raw.Sequence
+		}
+		_, err = p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID+".final"), jetstream.WithExpectLastSequencePerSubject(last))
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			continue // someone wrote in between: look again
+		}
+		if err != nil {
+			return fmt.Errorf("status: publish %s %s: %w", ev.ID, ev.Status, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("status: publish %s %s: lost the compare-and-set %d times", ev.ID, ev.Status, casAttempts)
+}
+
+func eventMsgID(ev Event) string {
+	id := ev.ID + "." + ev.Status
+	if ev.Attempt > 0 {
+		id += "." + strconv.Itoa(ev.Attempt)
+	}
+	return id
+}
+
+// Latest returns the newest event of a message.
+func (p *Publisher) Latest(ctx context.Context, id string) (Event, error) {
+	raw, err := p.stream.GetLastMsgForSubject(ctx, Subject(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Event{}, ErrNotFound
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("status: latest of %s: %w", id, err)
+	}
+	var ev Event
+	if err := json.Unmarshal(raw.Data, &ev); err != nil {
+		return Event{}, fmt.Errorf("status: decode latest of %s: %w", id, err)
+	}
+	return ev, nil
+}
+
+// History returns every event of a message, oldest first, up to max events.
+func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, error) {
+	last, err := p.stream.GetLastMsgForSubject(ctx, Subject(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("status: history of %s: %w", id, err)
+	}
+	c, err := p.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(id)}})
+	if err != nil {
+		return nil, fmt.Errorf("status: history of %s: %w", id, err)
+	}
+	var out []Event
+	for len(out) < max {
+		batch, err := c.Fetch(max-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return out, fmt.Errorf("status: history of %s: %w", id, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev Event
+			if json.Unmarshal(m.Data(), &ev) == nil {
+				out = append(out, ev)
+			}
+			if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last.Sequence {
+				return out, nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return out, fmt.Errorf("status: history of %s: %w", id, err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
+	return out, nil
+}

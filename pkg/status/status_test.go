@@ -1,0 +1,129 @@
+package status_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
+)
+
+func newPublisher(t *testing.T) *status.Publisher {
+	t.Helper()
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx := context.Background()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := status.NewPublisher(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestAReplayedEventIsStoredOnce(t *testing.T) {
+	p := newPublisher(t)
+	ctx := context.Background()
+	for range 3 {
+		if err := p.Publish(ctx, status.Event{ID: "m1", Status: status.Queued}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Publish(ctx, status.Event{ID: "m1", Status: status.Retry, Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, status.Event{ID: "m1", Status: status.Retry, Attempt: 2}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := p.History(ctx, "m1", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 3 || h[0].Status != status.Queued || h[2].Attempt != 2 {
+		t.Fatalf("history = %+v, want queued, retry 1, retry 2", h)
+	}
+}
+
+func TestOnlyTheFirstTerminalEventLands(t *testing.T) {
+	p := newPublisher(t)
+	ctx := context.Background()
+	if err := p.Publish(ctx, status.Event{ID: "m2", Status: status.Submitted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, status.Event{ID: "m2", Status: status.Delivered}); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Publish(ctx, status.Event{ID: "m2", Status: status.Failed})
+	if !errors.Is(err, status.ErrAlreadyFinal) {
+		t.Fatalf("second terminal: err = %v, want ErrAlreadyFinal", err)
+	}
+	ev, err := p.Latest(ctx, "m2")
+	if err != nil || ev.Status != status.Delivered {
+		t.Fatalf("latest = %+v, %v; want delivered", ev, err)
+	}
+}
+
+func TestATerminalEventOnANewMessageLands(t *testing.T) {
+	p := newPublisher(t)
+	ctx := context.Background()
+	if err := p.Publish(ctx, status.Event{ID: "fresh", Status: status.Rejected, Reason: status.ReasonInvalid}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := p.Latest(ctx, "fresh"); err != nil || ev.Reason != status.ReasonInvalid {
+		t.Fatalf("latest = %+v, %v", ev, err)
+	}
+}
+
+func TestRacingTerminalEventsLeaveExactlyOne(t *testing.T) {
+	p := newPublisher(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ids, racers = 20, 4
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	landed := map[string]int{}
+	for i := range ids {
+		id := "r" + string(rune('a'+i))
+		for r := range racers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st := []string{status.Delivered, status.Undelivered, status.Failed, status.Expired}[r]
+				err := p.Publish(ctx, status.Event{ID: id, Status: st})
+				if err == nil {
+					mu.Lock()
+					landed[id]++
+					mu.Unlock()
+				} else if !errors.Is(err, status.ErrAlreadyFinal) {
+					t.Errorf("publish: %v", err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range ids {
+		id := "r" + string(rune('a'+i))
+		h, err := p.History(ctx, id, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if landed[id] != 1 || len(h) != 1 {
+			t.Errorf("%s: %d publishes succeeded, %d events stored; want exactly 1", id, landed[id], len(h))
+		}
+	}
+}
+
+func TestAnUnknownMessageIsNotFound(t *testing.T) {
+	p := newPublisher(t)
+	if _, err := p.Latest(context.Background(), "nope"); !errors.Is(err, status.ErrNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := p.History(context.Background(), "nope", 10); !errors.Is(err, status.ErrNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,102 @@
+package egress
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/fiorix/go-smpp/smpp/pdu"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
+	"github.com/nats-io/nats.go"
+
+	"github.com/smsflow/smsflow/pkg/dlr"
+)
+
+// esm_class bits 2-5 give the message type; 0x04 is an SMSC delivery
+// receipt, 0x08 an SME delivery ack, 0x10 an SME manual ack, 0x20 an
+// intermediate notification. All of those are receipts; 0 is an MO message.
+const esmTypeMask = 0x3C
+
+// deliverFunc returns the link's deliver_sm handler. It runs on go-smpp's
+// read loop and the deliver_sm_resp goes out when it returns, so it stores
+// the PDU in JetStream first: one publish, retried while it fails, until it
+// lands or the link is closing. A slow store stalls the link's
+// submit_sm_resps, which is the right thing while NATS is unreachable.
+func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logger) func(p pdu.Body) {
+	return func(p pdu.Body) {
+		rec := record(link, p, time.Now().UTC())
+		isReceipt := rec.ESMClass&esmTypeMask != 0
+		subject, stored := "sms.inbound."+link, s.m.inbound
+		if isReceipt {
+			subject, stored = "sms.dlr."+link, s.m.receipts
+		}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			log.Error("cannot encode deliver_sm", "err", err)
+			return
+		}
+		msg := &nats.Msg{Subject: subject, Data: data}
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := s.js.PublishMsg(ctx, msg)
+			cancel()
+			if err == nil {
+				stored.WithLabelValues(link).Inc()
+				return
+			}
+			log.Warn("storing deliver_sm failed, retrying before deliver_sm_resp", "attempt", attempt, "err", err)
+			select {
+			case <-closing:
+				// The SMSC gets its deliver_sm_resp from go-smpp regardless:
+				// this receipt is lost, and counted.
+				s.m.receiptsLost.WithLabelValues(link).Inc()
+				log.Error("deliver_sm not stored before shutdown: lost", "source", rec.Source)
+				return
+			case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 2*time.Second)):
+			}
+		}
+	}
+}
+
+// record copies the fields of a deliver_sm that the receipts stage needs.
+func record(link string, p pdu.Body, now time.Time) dlr.Record {
+	f := p.Fields()
+	r := dlr.Record{Link: link, ReceivedAt: now}
+	if v := f[pdufield.SourceAddr]; v != nil {
+		r.Source = v.String()
+	}
+	if v := f[pdufield.DestinationAddr]; v != nil {
+		r.Dest = v.String()
+	}
+	if v := f[pdufield.ESMClass]; v != nil {
+		if b := v.Bytes(); len(b) > 0 {
+			r.ESMClass = b[0]
+		}
+	}
+	if v := f[pdufield.DataCoding]; v != nil {
+		if b := v.Bytes(); len(b) > 0 {
+			r.DataCoding = b[0]
+		}
+	}
+	if v := f[pdufield.ShortMessage]; v != nil {
+		r.Text = append([]byte(nil), v.Bytes()...)
+	}
+	t := p.TLVFields()
+	if v, ok := t[pdutlv.TagReceiptedMessageID]; ok && v != nil {
+		r.ReceiptedID = v.String()
+	}
+	if v, ok := t[pdutlv.TagMessageStateOption]; ok && v != nil {
+		if b := v.Bytes(); len(b) > 0 {
+			r.MessageState = int(b[0])
+		}
+	}
+	if v, ok := t[pdutlv.TagNetworkErrorCode]; ok && v != nil {
+		r.NetworkError = append([]byte(nil), v.Bytes()...)
+	}
+	if v, ok := t[pdutlv.TagMessagePayload]; ok && v != nil && len(r.Text) == 0 {
+		r.Text = append([]byte(nil), v.Bytes()...)
+	}
+	return r
+}

@@ -1,0 +1,308 @@
+// Package egress is the SMPP egress stage: each link pulls from its pool's
+// consumer on SMS_EGRESS, only when it holds a pacing token and a window
+// slot, submits, and settles the message: ack on success, nak with backoff on
+// a retryable failure or throttle, a `failed` status and ack on a permanent
+// one. It also stores every deliver_sm the link receives in SMS_DLR (receipts)
+// or SMS_INBOUND (mobile-originated) before the SMSC gets its deliver_sm_resp.
+package egress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/smsflow/smsflow/pkg/consume"
+	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/smpplink"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// LinkOptions configure one link worker.
+type LinkOptions struct {
+	Name   string
+	Pool   string
+	SMPP   smpplink.Config
+	Rate   int // submits per second
+	Burst  int
+	Source string // source_addr when the message has no "from"
+}
+
+// Options configure the stage.
+type Options struct {
+	MaxAttempts int           // deliveries before a retried message is failed
+	BackoffMin  time.Duration // first retry delay
+	BackoffMax  time.Duration // retry delay cap
+	Grace       time.Duration // how long in-flight submits may take after shutdown begins
+}
+
+// Stage runs the link workers of every configured link.
+type Stage struct {
+	js    jetstream.JetStream
+	pub   *status.Publisher
+	index jetstream.KeyValue
+	links []LinkOptions
+	opts  Options
+	log   *slog.Logger
+	m     *Metrics
+
+	mu   sync.Mutex
+	open map[string]*smpplink.Link
+}
+
+// New makes the stage; Run binds the links and starts pulling.
+func New(js jetstream.JetStream, pub *status.Publisher, links []LinkOptions, opts Options, log *slog.Logger, m *Metrics) *Stage {
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 10
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = 500 * time.Millisecond
+	}
+	if opts.BackoffMax < opts.BackoffMin {
+		opts.BackoffMax = time.Minute
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = 10 * time.Second
+	}
+	for _, l := range links {
+		m.touch(l.Name)
+	}
+	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}}
+}
+
+// BoundLinks returns how many links are bound now (for /readyz).
+func (s *Stage) BoundLinks() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, l := range s.open {
+		if l.Bound() {
+			n++
+		}
+	}
+	return n
+}
+
+// Run binds every link and runs its worker until ctx is done; then it
+// finishes the submits in flight (within Grace), unbinds and returns.
+func (s *Stage) Run(ctx context.Context) error {
+	kv, err := s.js.KeyValue(ctx, streams.BucketDLRIndex)
+	if err != nil {
+		return fmt.Errorf("egress: kv %s: %w", streams.BucketDLRIndex, err)
+	}
+	s.index = kv
+	var wg sync.WaitGroup
+	errs := make(chan error, len(s.links))
+	for _, lo := range s.links {
+		cons, err := s.js.Consumer(ctx, streams.Egress, streams.EgressConsumerName(lo.Pool))
+		if err != nil {
+			return fmt.Errorf("egress: consumer of pool %s: %w", lo.Pool, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.runLink(ctx, lo, cons); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Consumer) error {
+	log := s.log.With("link", lo.Name, "pool", lo.Pool)
+	// closing is closed when the link is being torn down: a receipt store
+	// that keeps failing gives up then, instead of blocking Close.
+	closing := make(chan struct{})
+	link := smpplink.Open(lo.SMPP, s.deliverFunc(lo.Name, closing, log), log)
+	s.mu.Lock()
+	s.open[lo.Name] = link
+	s.mu.Unlock()
+	defer func() {
+		close(closing)
+		_ = link.Close()
+		s.mu.Lock()
+		delete(s.open, lo.Name)
+		s.mu.Unlock()
+		log.Info("link stopped")
+	}()
+
+	// The in-process token bucket; issue #4 moves its state to KV sms_pacing
+	// so that instances share it. Every attempt, retries included, costs a
+	// token because a worker takes one before it fetches.
+	lim := rate.NewLimiter(rate.Limit(lo.Rate), max(lo.Burst, 1))
+	window := max(lo.SMPP.Window, 1)
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(s.opts.Grace, hcancel) })
+	defer stop()
+
+	var wg sync.WaitGroup
+	for range window {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.worker(ctx, hctx, lo, link, lim, cons, log)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// worker is one slot of the link's window: wait until bound, take a token,
+// fetch one message, submit it, settle it.
+func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, lim *rate.Limiter, cons jetstream.Consumer, log *slog.Logger) {
+	for ctx.Err() == nil {
+		if err := link.WaitBound(ctx); err != nil {
+			return
+		}
+		if err := lim.Wait(ctx); err != nil {
+			return
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("fetch failed", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			o := s.handle(hctx, lo, link, msg, log)
+			if err := consume.Settle(msg, o); err != nil {
+				log.Warn("settle failed", "outcome", o.String(), "err", err)
+			}
+		}
+	}
+}
+
+// handle submits one message and decides its outcome.
+func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link, msg jetstream.Msg, log *slog.Logger) consume.Outcome {
+	md, err := msg.Metadata()
+	if err != nil {
+		return consume.Term("no metadata: " + err.Error())
+	}
+	attempt := int(md.NumDelivered)
+	m, err := envelope.Decode(msg.Data())
+	if err != nil || !envelope.ValidID(m.ID) {
+		// Policy only forwards valid envelopes: this is someone else's
+		// publish on sms.egress. It has no id to report a status under.
+		s.m.poison.WithLabelValues(lo.Name).Inc()
+		log.Error("poison message on egress, terminated", "seq", md.Sequence.Stream, "err", err)
+		return consume.Term("poison: not a valid envelope")
+	}
+	now := time.Now()
+	if !m.ExpiresAt.IsZero() && now.After(m.ExpiresAt) {
+		return s.final(ctx, status.Event{ID: m.ID, Status: status.Expired, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt}, lo.Name, "expired")
+	}
+	if attempt > s.opts.MaxAttempts {
+		return s.final(ctx, status.Event{ID: m.ID, Status: status.Failed, Reason: status.ReasonMaxAttempts, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt,
+			Detail: fmt.Sprintf("gave up after %d attempts", attempt-1)}, lo.Name, "max_attempts")
+	}
+	src := m.From
+	if src == "" {
+		src = lo.Source
+	}
+	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true})
+	if err != nil {
+		return s.submitFailed(ctx, lo, m, attempt, err, log)
+	}
+	s.m.submits.WithLabelValues(lo.Name, "ok").Inc()
+	if err := s.recordSubmitted(ctx, lo, m, attempt, res); err != nil {
+		// The SMSC has the message; a nak would send it again. The status and
+		// index writes are retried in recordSubmitted; past that, a duplicate
+		// is the lesser harm than a message that never reaches a final status.
+		s.m.duplicatesRisked.WithLabelValues(lo.Name).Inc()
+		log.Error("submitted but could not record it; will resubmit", "msg_id", m.ID, "err", err)
+		return consume.Retry(s.opts.BackoffMin)
+	}
+	log.Debug("submitted", "msg_id", m.ID, "smsc_ids", res.IDs, "attempt", attempt)
+	return consume.Ack()
+}
+
+// recordSubmitted publishes the submitted status, then stores every part's
+// SMSC id in sms_dlr_index. The order matters: the receipts stage retries a
+// receipt until its index entry exists, so when it finds one the submitted
+// event is already in the history, before the final one.
+func (s *Stage) recordSubmitted(ctx context.Context, lo LinkOptions, m envelope.Message, attempt int, res smpplink.Result) error {
+	ev := status.Event{ID: m.ID, Status: status.Submitted, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name,
+		SMSCID: strings.Join(res.IDs, ","), Parts: len(res.IDs), Attempt: attempt}
+	entry, _ := json.Marshal(IndexEntry{ID: m.ID, Parts: len(res.IDs)})
+	return retry(ctx, 10*time.Second, func(ctx context.Context) error {
+		if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+			return err
+		}
+		for _, id := range res.IDs {
+			if _, err := s.index.Put(ctx, dlr.Key(lo.Name, dlr.NormalizeID(id)), entry); err != nil {
+				return fmt.Errorf("index %s: %w", id, err)
+			}
+		}
+		return nil
+	})
+}
+
+// IndexEntry is the value of an sms_dlr_index key.
+type IndexEntry struct {
+	ID    string `json:"id"`
+	Parts int    `json:"parts"`
+}
+
+func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, m envelope.Message, attempt int, err error, log *slog.Logger) consume.Outcome {
+	var se *smpplink.SubmitError
+	if !errors.As(err, &se) {
+		se = &smpplink.SubmitError{Link: lo.Name, Class: smpplink.Retryable, Err: err}
+	}
+	s.m.submits.WithLabelValues(lo.Name, se.Class.String()).Inc()
+	if ctx.Err() != nil {
+		// Shutdown past its grace: give the message back untouched.
+		return consume.Retry(0)
+	}
+	ev := status.Event{ID: m.ID, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name, Code: int(se.Status), Attempt: attempt, Detail: se.Err.Error()}
+	switch se.Class {
+	case smpplink.Permanent:
+		ev.Status, ev.Reason = status.Failed, status.ReasonPermanent
+		log.Warn("submit refused", "msg_id", m.ID, "command_status", fmt.Sprintf("0x%02x", uint32(se.Status)), "err", se.Err)
+		return s.final(ctx, ev, lo.Name, "permanent")
+	case smpplink.Throttled:
+		ev.Status = status.Throttled
+		s.m.throttles.WithLabelValues(lo.Name).Inc()
+	default:
+		ev.Status = status.Retry
+		if se.Unknown {
+			ev.Status = status.SubmitUnknown
+			s.m.duplicatesRisked.WithLabelValues(lo.Name).Inc()
+		}
+	}
+	delay := consume.BackoffN(uint64(attempt), s.opts.BackoffMin, s.opts.BackoffMax, jitter())
+	s.m.retries.WithLabelValues(lo.Name).Inc()
+	if err := s.pub.Publish(ctx, ev); err != nil {
+		log.Warn("could not record retry", "msg_id", m.ID, "err", err)
+	}
+	log.Warn("submit failed, retrying", "msg_id", m.ID, "class", se.Class.String(), "attempt", attempt, "retry_in", delay, "err", se.Err)
+	return consume.Retry(delay)
+}
+
+// final publishes a terminal status and acks; if publishing fails the message
+// is retried, so the status is never lost.
+func (s *Stage) final(ctx context.Context, ev status.Event, link, result string) consume.Outcome {
+	if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+		return consume.Retry(s.opts.BackoffMin)
+	}
+	s.m.final.WithLabelValues(link, ev.Status).Inc()
+	return consume.Ack()
+}

@@ -1,0 +1,51 @@
+package egress
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the egress stage, registered on the registry passed in.
+type Metrics struct {
+	submits          *prometheus.CounterVec
+	retries          *prometheus.CounterVec
+	throttles        *prometheus.CounterVec
+	duplicatesRisked *prometheus.CounterVec
+	final            *prometheus.CounterVec
+	poison           *prometheus.CounterVec
+	receipts         *prometheus.CounterVec
+	receiptsLost     *prometheus.CounterVec
+	inbound          *prometheus.CounterVec
+}
+
+// NewMetrics registers the stage's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	vec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "egress", Name: name, Help: help}, labels)
+	}
+	return &Metrics{
+		submits:          vec("submits_total", "submit_sm attempts by link and result (ok, throttled, retryable, permanent).", "link", "result"),
+		retries:          vec("retries_total", "Messages given back to the broker for another attempt, by link.", "link"),
+		throttles:        vec("throttles_total", "submit_sm answered ESME_RTHROTTLED (0x58), by link.", "link"),
+		duplicatesRisked: vec("duplicates_risked_total", "Submits whose outcome is unknown (no response, or accepted but not recorded): a retry may deliver twice.", "link"),
+		final:            vec("final_total", "Terminal statuses written by egress, by link and status (failed, expired).", "link", "status"),
+		poison:           vec("poison_total", "Messages on sms.egress that are not valid envelopes, terminated.", "link"),
+		receipts:         vec("receipts_stored_total", "deliver_sm receipts stored in SMS_DLR before deliver_sm_resp, by link.", "link"),
+		receiptsLost:     vec("receipts_lost_total", "deliver_sm acknowledged to the SMSC without being stored (NATS unreachable at shutdown), by link.", "link"),
+		inbound:          vec("inbound_stored_total", "Mobile-originated deliver_sm stored in SMS_INBOUND, by link.", "link"),
+	}
+}
+
+// touch creates the series of a link at 0, so dashboards see them from start.
+func (m *Metrics) touch(link string) {
+	for _, r := range []string{"ok", "throttled", "retryable", "permanent"} {
+		m.submits.WithLabelValues(link, r)
+	}
+	for _, st := range []string{"failed", "expired"} {
+		m.final.WithLabelValues(link, st)
+	}
+	for _, v := range []*prometheus.CounterVec{m.retries, m.throttles, m.duplicatesRisked, m.poison, m.receipts, m.receiptsLost, m.inbound} {
+		v.WithLabelValues(link)
+	}
+}

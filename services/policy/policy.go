@@ -1,0 +1,201 @@
+// Package policy is the policy stage: it reads every envelope from
+// SMS_OUTBOUND (durable consumer "policy"), validates and normalises it,
+// runs the checks, and either publishes a `rejected` status or forwards the
+// message to sms.egress.<pool> and publishes `queued`.
+//
+// Every step is idempotent, so a crash anywhere only repeats work: the
+// forward carries Nats-Msg-Id = the message id, status events carry ids
+// derived from (id, status), and a message that arrived without an id gets
+// one derived from its stream sequence, the same on every redelivery.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/smsflow/smsflow/pkg/consume"
+	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// Options configure the stage.
+type Options struct {
+	Region     string        // default region for numbers without a country prefix; "" for +E.164 only
+	MaxChars   int           // text limit in characters
+	BackoffMin time.Duration // retry delay when NATS could not take a write
+	BackoffMax time.Duration
+	Grace      time.Duration // shutdown grace for the message in hand
+}
+
+// Stage is the policy stage.
+type Stage struct {
+	js    jetstream.JetStream
+	pub   *status.Publisher
+	check Check
+	opts  Options
+	log   *slog.Logger
+	m     *Metrics
+	now   func() time.Time
+}
+
+// New makes the stage; check is usually Chain(..., routes).
+func New(js jetstream.JetStream, pub *status.Publisher, check Check, opts Options, log *slog.Logger, m *Metrics) *Stage {
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = 200 * time.Millisecond
+	}
+	if opts.BackoffMax < opts.BackoffMin {
+		opts.BackoffMax = 30 * time.Second
+	}
+	return &Stage{js: js, pub: pub, check: check, opts: opts, log: log, m: m, now: time.Now}
+}
+
+// Run consumes until ctx is done, then finishes the messages in hand.
+func (s *Stage) Run(ctx context.Context) error {
+	cons, err := s.js.Consumer(ctx, streams.Outbound, streams.ConsumerPolicy)
+	if err != nil {
+		return fmt.Errorf("policy: consumer: %w", err)
+	}
+	s.log.Info("policy stage started")
+	defer s.log.Info("policy stage stopped")
+	return consume.Run(ctx, cons, s.handle, consume.Options{Grace: s.opts.Grace, Log: s.log})
+}
+
+func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
+	md, err := msg.Metadata()
+	if err != nil {
+		return consume.Term("no metadata: " + err.Error())
+	}
+	m, err := envelope.Decode(msg.Data())
+	if err != nil {
+		m = envelope.Message{ID: envelope.PeekID(msg.Data())}
+	} else if m.ID != "" && !envelope.ValidID(m.ID) {
+		err = &envelope.FieldError{Field: "id", Msg: fmt.Sprintf("%q is not a valid id (letters, digits, '-', '_', at most %d)", m.ID, envelope.MaxIDLen)}
+		m.ID = ""
+	}
+	if m.ID == "" {
+		// No usable id: derive one from the stream position, the same on
+		// every redelivery, so the rejection or the message is not doubled.
+		m.ID = envelope.IDFor(envelope.SeqKey(streams.Outbound, md.Sequence.Stream), md.Timestamp)
+	}
+	if err != nil {
+		s.m.poison.Inc()
+		s.log.Warn("invalid envelope rejected", "msg_id", m.ID, "seq", md.Sequence.Stream, "err", err)
+		return s.reject(ctx, msg, m, status.ReasonInvalid, err.Error())
+	}
+	m.AcceptedAt = md.Timestamp.UTC()
+	if m.TTL > 0 {
+		m.ExpiresAt = m.AcceptedAt.Add(m.TTL)
+	}
+	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: m.Campaign, At: m.AcceptedAt}); err != nil {
+		return s.retry(msg, err)
+	}
+	m, ferrs := envelope.Prepare(m, s.now(), s.opts.Region, s.opts.MaxChars)
+	if len(ferrs) > 0 {
+		return s.reject(ctx, msg, m, status.ReasonInvalid, joinFieldErrors(ferrs))
+	}
+	if !m.ExpiresAt.IsZero() && s.now().After(m.ExpiresAt) {
+		return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Expired, Stage: "policy", Campaign: m.Campaign, Detail: "ttl passed before policy"}, "expired")
+	}
+	d, err := s.check.Check(ctx, m)
+	if err != nil {
+		return s.retry(msg, err)
+	}
+	if d.Reject != "" {
+		return s.reject(ctx, msg, m, d.Reject, d.Detail)
+	}
+	m.Pool = d.Pool
+	if err := s.forward(ctx, m); err != nil {
+		return s.retry(msg, err)
+	}
+	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Queued, Stage: "policy", Campaign: m.Campaign, Pool: m.Pool}); err != nil {
+		return s.retry(msg, err)
+	}
+	s.m.out.WithLabelValues("queued").Inc()
+	return consume.Ack()
+}
+
+// forward publishes m to its pool. Nats-Msg-Id is the message id, so a
+// replay after a crash between this publish and the ack is dropped.
+func (s *Stage) forward(ctx context.Context, m envelope.Message) error {
+	data, err := envelope.Encode(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.ID, err)
+	}
+	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: streams.EgressSubject(m.Pool), Data: data}, jetstream.WithMsgID(m.ID))
+	if err != nil {
+		return fmt.Errorf("forward %s to pool %s: %w", m.ID, m.Pool, err)
+	}
+	return nil
+}
+
+func (s *Stage) reject(ctx context.Context, msg jetstream.Msg, m envelope.Message, reason Reason, detail string) consume.Outcome {
+	s.m.rejected.WithLabelValues(reason).Inc()
+	return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: detail, Stage: "policy", Campaign: m.Campaign}, "rejected")
+}
+
+// final publishes a terminal status, then acks; a failed publish is retried.
+func (s *Stage) final(ctx context.Context, msg jetstream.Msg, ev status.Event, result string) consume.Outcome {
+	if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+		return s.retry(msg, err)
+	}
+	s.m.out.WithLabelValues(result).Inc()
+	return consume.Ack()
+}
+
+func (s *Stage) retry(msg jetstream.Msg, err error) consume.Outcome {
+	d := consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax)
+	s.m.retries.Inc()
+	s.log.Warn("policy could not decide, retrying", "retry_in", d, "err", err)
+	return consume.Retry(d)
+}
+
+func joinFieldErrors(errs []envelope.FieldError) string {
+	out := ""
+	for i, e := range errs {
+		if i > 0 {
+			out += "; "
+		}
+		out += e.Error()
+	}
+	return out
+}
+
+// Metrics of the policy stage.
+type Metrics struct {
+	out      *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+	poison   prometheus.Counter
+	retries  prometheus.Counter
+}
+
+// NewMetrics registers the stage's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	m := &Metrics{
+		out: f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "messages_total",
+			Help: "Messages the policy stage finished, by result (queued, rejected, expired)."}, []string{"result"}),
+		rejected: f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "rejected_total",
+			Help: "Messages rejected by policy, by reason."}, []string{"reason"}),
+		poison: f.NewCounter(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "invalid_envelopes_total",
+			Help: "Messages on sms.outbound that are not a valid envelope (bad JSON, wrong types, bad id)."}),
+		retries: f.NewCounter(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "retries_total",
+			Help: "Messages given back to the broker because a write failed or a check could not decide."}),
+	}
+	for _, r := range []string{"queued", "rejected", "expired"} {
+		m.out.WithLabelValues(r)
+	}
+	for _, r := range []string{status.ReasonInvalid, status.ReasonBlacklist, status.ReasonOptedOut, status.ReasonDuplicate,
+		status.ReasonDailyCP, status.ReasonWeeklyCP, status.ReasonNoRoute} {
+		m.rejected.WithLabelValues(r)
+	}
+	return m
+}

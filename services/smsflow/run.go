@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/smsflow/smsflow/config"
+	"github.com/smsflow/smsflow/pkg/broker"
+	"github.com/smsflow/smsflow/pkg/smpplink"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/services/egress"
+	"github.com/smsflow/smsflow/services/ingest"
+	"github.com/smsflow/smsflow/services/policy"
+	"github.com/smsflow/smsflow/services/receipts"
+	"github.com/smsflow/smsflow/services/smscsim"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// allStages are the stages `run` starts when --stages is not given.
+var allStages = []string{"policy", "egress", "receipts", "http"}
+
+func runCommand(ctx context.Context, args []string, stderr io.Writer, environ func() []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "TOML config file (over the embedded defaults)")
+	stagesFlag := fs.String("stages", strings.Join(allStages, ","), "stages to run: any of "+strings.Join(allStages, ","))
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	stages, err := parseStages(*stagesFlag)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg, err := config.Load(*cfgPath, environ)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return run(ctx, cfg, stages, log, reg)
+}
+
+func parseStages(s string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, st := range strings.Split(s, ",") {
+		st = strings.TrimSpace(st)
+		if st == "" {
+			continue
+		}
+		if !slices.Contains(allStages, st) {
+			return nil, fmt.Errorf("--stages: unknown stage %q (want any of %s)", st, strings.Join(allStages, ","))
+		}
+		out[st] = true
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--stages: no stage given")
+	}
+	return out, nil
+}
+
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, o)), nil
+}
+
+// run is the composition root: it starts NATS (or connects), applies the
+// stream definitions, starts the simulator when configured, then the stages,
+// and on ctx's end shuts down in order: HTTP stops taking requests, the
+// stages stop fetching and finish or give back what they hold, the links
+// unbind, the simulator stops, NATS drains, the embedded server stops.
+func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *slog.Logger, reg prometheus.Registerer) (err error) {
+	log.Info("smsflow starting", "stages", keys(stages), "links", len(cfg.Links), "embedded_nats", cfg.NATS.URL == "")
+	if cfg.SMSCSim.Enabled {
+		sim, err := smscsim.Start(smscsim.Options{
+			Listen:       cfg.SMSCSim.Listen,
+			SystemID:     cfg.SMSCSim.SystemID,
+			Password:     cfg.SMSCSim.Password.Reveal(),
+			ReceiptDelay: cfg.SMSCSim.ReceiptDelay,
+			MaxPerSecond: cfg.SMSCSim.MaxPerSecond,
+			Log:          log,
+		})
+		if err != nil {
+			return fmt.Errorf("smsc simulator: %w", err)
+		}
+		// Deferred before the stages start, so it closes after the links unbind.
+		defer func() { err = errors.Join(err, sim.Close()) }()
+	}
+
+	b, err := broker.Start(ctx, cfg.NATS, log.With("component", "nats"))
+	if err != nil {
+		return fmt.Errorf("start nats: %w", err)
+	}
+	defer func() { err = errors.Join(err, b.Close()) }() // drain, then the embedded server
+
+	if err := streams.Apply(ctx, b.JS, sortedKeys(cfg.Pools)); err != nil {
+		return fmt.Errorf("apply streams: %w", err)
+	}
+	pub, err := status.NewPublisher(ctx, b.JS)
+	if err != nil {
+		return err
+	}
+
+	var ln net.Listener
+	if stages["http"] {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	var eg *egress.Stage
+	if stages["policy"] {
+		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
+		pol := policy.New(b.JS, pub, policy.Chain(routes), policy.Options{
+			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
+			Grace: cfg.Egress.ShutdownGrace,
+		}, log.With("stage", "policy"), policy.NewMetrics(reg))
+		g.Go(func() error { return pol.Run(gctx) })
+	}
+	if stages["egress"] {
+		eg = egress.New(b.JS, pub, linkOptions(cfg), egress.Options{
+			MaxAttempts: cfg.Egress.MaxAttempts, BackoffMin: cfg.Egress.BackoffMin,
+			BackoffMax: cfg.Egress.BackoffMax, Grace: cfg.Egress.ShutdownGrace,
+		}, log.With("stage", "egress"), egress.NewMetrics(reg))
+		g.Go(func() error { return eg.Run(gctx) })
+	}
+	if stages["receipts"] {
+		rc := receipts.New(b.JS, pub, receipts.Options{OrphanAfter: cfg.Receipts.OrphanAfter, Grace: cfg.Egress.ShutdownGrace},
+			log.With("stage", "receipts"), receipts.NewMetrics(reg))
+		g.Go(func() error { return rc.Run(gctx) })
+	}
+	if stages["http"] {
+		api := ingest.New(b.JS, pub, ingest.Options{
+			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxBatch: cfg.HTTP.MaxBatch,
+			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
+		}, log.With("stage", "http"), ingest.NewMetrics(reg))
+		mux := http.NewServeMux()
+		api.Register(mux)
+		gatherer, _ := reg.(prometheus.Gatherer)
+		if gatherer != nil {
+			mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+		}
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("GET /readyz", readyz(b, eg, stages["egress"]))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		log.Info("http listening", "addr", ln.Addr().String())
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	log.Info("smsflow running", "nats", b.ClientURL())
+	err = g.Wait()
+	log.Info("smsflow stopped", "err", err)
+	return err
+}
+
+// readyz answers 200 when NATS is connected, the streams are there and (when
+// egress runs here) at least one link is bound.
+func readyz(b *broker.Broker, eg *egress.Stage, needLink bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var problems []string
+		if !b.NC.IsConnected() {
+			problems = append(problems, "nats not connected")
+		} else {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			for _, s := range []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR} {
+				if _, err := b.JS.Stream(ctx, s); err != nil {
+					problems = append(problems, "stream "+s+": "+err.Error())
+				}
+			}
+		}
+		if needLink && eg != nil && eg.BoundLinks() == 0 {
+			problems = append(problems, "no SMPP link bound")
+		}
+		if len(problems) > 0 {
+			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	}
+}
+
+func linkOptions(cfg config.Config) []egress.LinkOptions {
+	var out []egress.LinkOptions
+	for _, pool := range sortedKeys(cfg.Pools) {
+		for _, name := range cfg.Pools[pool].Links {
+			l := cfg.Links[name]
+			out = append(out, egress.LinkOptions{
+				Name: name, Pool: pool, Rate: l.Rate, Burst: l.Burst, Source: l.SourceAddr,
+				SMPP: smpplink.Config{Name: name, Addr: l.Address, SystemID: l.SystemID, Password: l.Password.Reveal(),
+					SystemType: l.SystemType, Window: l.Window, RespTimeout: l.RespTimeout},
+			})
+		}
+	}
+	return out
+}
+
+func poolPrefixes(cfg config.Config) map[string][]string {
+	out := map[string][]string{}
+	for name, p := range cfg.Pools {
+		out[name] = p.Prefixes
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func keys(m map[string]bool) []string { return sortedKeys(m) }

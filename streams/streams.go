@@ -1,0 +1,171 @@
+// Package streams embeds the JetStream definitions of smsflow and applies them.
+//
+// The JSON files beside this file are the single definition of every stream,
+// consumer and KV bucket: stream files are in the nats CLI's own format
+// (`nats stream add --config streams/SMS_OUTBOUND.json`), consumer files too
+// (`nats consumer add SMS_OUTBOUND --config streams/consumers/SMS_OUTBOUND-policy.json`).
+// The CLI has no file form for KV buckets, so kv/*.json hold
+// jetstream.KeyValueConfig as JSON. The binary applies all of them at start
+// (create or update), so the CLI and the program agree on one definition.
+package streams
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+//go:embed *.json consumers/*.json kv/*.json
+var files embed.FS
+
+// Stream names, the contract of DESIGN.md.
+const (
+	Outbound = "SMS_OUTBOUND"
+	Egress   = "SMS_EGRESS"
+	Status   = "SMS_STATUS"
+	DLR      = "SMS_DLR"
+	Inbound  = "SMS_INBOUND"
+)
+
+// KV bucket names.
+const (
+	BucketDLRIndex = "sms_dlr_index"
+	BucketStatus   = "sms_status"
+	BucketPacing   = "sms_pacing"
+	BucketLinks    = "sms_links"
+)
+
+// Consumer durable names.
+const (
+	ConsumerPolicy   = "policy"
+	ConsumerReceipts = "receipts"
+)
+
+// poolPlaceholder is replaced by a pool name in the egress consumer template.
+const poolPlaceholder = "POOL"
+
+// Streams returns every embedded stream definition, sorted by name.
+func Streams() ([]jetstream.StreamConfig, error) {
+	names, err := files.ReadDir(".")
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.StreamConfig
+	for _, e := range names {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		var c jetstream.StreamConfig
+		if err := decode(e.Name(), &c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Buckets returns every embedded KV bucket definition, sorted by name.
+func Buckets() ([]jetstream.KeyValueConfig, error) {
+	names, err := files.ReadDir("kv")
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.KeyValueConfig
+	for _, e := range names {
+		var c jetstream.KeyValueConfig
+		if err := decode(path.Join("kv", e.Name()), &c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bucket < out[j].Bucket })
+	return out, nil
+}
+
+// Consumer returns the embedded definition of a durable consumer on stream.
+func Consumer(stream, durable string) (jetstream.ConsumerConfig, error) {
+	var c jetstream.ConsumerConfig
+	err := decode(path.Join("consumers", stream+"-"+durable+".json"), &c)
+	return c, err
+}
+
+// EgressConsumerName is the durable name of a pool's egress consumer.
+func EgressConsumerName(pool string) string { return "egress-" + pool }
+
+// EgressSubject is the subject a pool's messages wait on.
+func EgressSubject(pool string) string { return "sms.egress." + pool }
+
+// EgressConsumer returns the consumer definition of one pool, made from the
+// template consumers/SMS_EGRESS-pool.json.
+func EgressConsumer(pool string) (jetstream.ConsumerConfig, error) {
+	var c jetstream.ConsumerConfig
+	if err := decode(path.Join("consumers", Egress+"-pool.json"), &c); err != nil {
+		return c, err
+	}
+	c.Durable = strings.ReplaceAll(c.Durable, poolPlaceholder, pool)
+	c.FilterSubject = strings.ReplaceAll(c.FilterSubject, poolPlaceholder, pool)
+	return c, nil
+}
+
+func decode(name string, v any) error {
+	b, err := files.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("streams: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("streams: %s: %w", name, err)
+	}
+	return nil
+}
+
+// Apply creates or updates every stream and KV bucket, and the durable
+// consumers of the policy and receipts stages and of each pool. It is safe to
+// call from every instance at every start.
+func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
+	ss, err := Streams()
+	if err != nil {
+		return err
+	}
+	for _, c := range ss {
+		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
+			return fmt.Errorf("stream %s: %w", c.Name, err)
+		}
+	}
+	bs, err := Buckets()
+	if err != nil {
+		return err
+	}
+	for _, c := range bs {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, c); err != nil {
+			return fmt.Errorf("kv %s: %w", c.Bucket, err)
+		}
+	}
+	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}} {
+		c, err := Consumer(sc[0], sc[1])
+		if err != nil {
+			return err
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, sc[0], c); err != nil {
+			return fmt.Errorf("consumer %s/%s: %w", sc[0], sc[1], err)
+		}
+	}
+	for _, p := range pools {
+		c, err := EgressConsumer(p)
+		if err != nil {
+			return err
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, Egress, c); err != nil {
+			return fmt.Errorf("consumer %s/%s: %w", Egress, c.Durable, err)
+		}
+	}
+	return nil
+}

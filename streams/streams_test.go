@@ -1,0 +1,72 @@
+package streams_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// Every file in streams/ must parse into the nats.go types with no unknown
+// field (the CLI's format) and be accepted by a real server.
+func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	ss, err := streams.Streams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true}
+	for _, c := range ss {
+		if !want[c.Name] {
+			t.Errorf("unexpected stream %s", c.Name)
+		}
+		delete(want, c.Name)
+	}
+	if len(want) != 0 {
+		t.Fatalf("streams missing: %v", want)
+	}
+	if err := streams.Apply(ctx, js, []string{"default", "cz"}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	// Applying again is an update, not an error: every instance does it at start.
+	if err := streams.Apply(ctx, js, []string{"default", "cz"}); err != nil {
+		t.Fatalf("apply twice: %v", err)
+	}
+	s, err := js.Stream(ctx, streams.Outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Duplicates != 24*time.Hour || !info.Config.AllowMsgSchedules {
+		t.Errorf("SMS_OUTBOUND: duplicate window %v, schedules %v; want 24h and true", info.Config.Duplicates, info.Config.AllowMsgSchedules)
+	}
+	eg, err := js.Stream(ctx, streams.Egress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ei, _ := eg.Info(ctx); ei.Config.Retention != jetstream.WorkQueuePolicy {
+		t.Errorf("SMS_EGRESS retention = %v, want work-queue", ei.Config.Retention)
+	}
+	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks} {
+		if _, err := js.KeyValue(ctx, b); err != nil {
+			t.Errorf("kv %s: %v", b, err)
+		}
+	}
+	c, err := js.Consumer(ctx, streams.Egress, streams.EgressConsumerName("cz"))
+	if err != nil {
+		t.Fatalf("egress consumer of pool cz: %v", err)
+	}
+	if f := c.CachedInfo().Config.FilterSubject; f != streams.EgressSubject("cz") {
+		t.Errorf("egress-cz filter = %q, want %q", f, streams.EgressSubject("cz"))
+	}
+}
