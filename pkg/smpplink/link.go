@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,17 +38,27 @@ type Config struct {
 type Deliver func(p pdu.Body)
 
 // Link is a bound (or binding) SMPP session. Safe for concurrent use.
+//
+// The link reconnects by itself, but not with go-smpp's reconnect: in the
+// pinned version, client.Bind replaces its inbox channel on each reconnect
+// while the previous session's reader may still read it (a data race). So
+// go-smpp's own retry is parked (BindInterval of a day) and, on any status
+// other than Connected, the link closes that transceiver and binds a fresh
+// one after a backoff with jitter.
 type Link struct {
-	cfg    Config
-	tx     *smpp.Transceiver
-	window chan struct{}
-	bound  atomic.Bool
-	log    *slog.Logger
+	cfg     Config
+	deliver Deliver
+	window  chan struct{}
+	bound   atomic.Bool
+	log     *slog.Logger
 
-	boundCh   chan struct{} // closed and replaced on each change to bound
-	mu        sync.Mutex
-	lastErr   error
-	watchDone chan struct{}
+	mu      sync.Mutex
+	tx      *smpp.Transceiver // the current session; replaced on reconnect
+	boundCh chan struct{}     // closed and replaced on each change of bound
+	lastErr error
+
+	stop      chan struct{}
+	done      chan struct{}
 	closeOnce sync.Once
 }
 
@@ -64,60 +75,131 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 		cfg.BindInterval = time.Second
 	}
 	l := &Link{
-		cfg:       cfg,
-		window:    make(chan struct{}, cfg.Window),
-		log:       log,
-		boundCh:   make(chan struct{}),
-		watchDone: make(chan struct{}),
+		cfg:     cfg,
+		deliver: deliver,
+		window:  make(chan struct{}, cfg.Window),
+		log:     log,
+		boundCh: make(chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	l.tx = &smpp.Transceiver{
-		Addr:        cfg.Addr,
-		User:        cfg.SystemID,
-		Passwd:      cfg.Password,
-		SystemType:  cfg.SystemType,
-		EnquireLink: cfg.EnquireLink,
-		// The pinned go-smpp fails a submit at once with ErrMaxWindowSize when
-		// its window is full; the window channel above waits instead, so
-		// go-smpp's own window stays off (0).
-		RespTimeout:  cfg.RespTimeout,
-		BindInterval: cfg.BindInterval,
-		Handler: func(p pdu.Body) {
-			if p.Header().ID == pdu.DeliverSMID && deliver != nil {
-				deliver(p)
-			}
-		},
-	}
-	status := l.tx.Bind()
-	go l.watch(status)
+	go l.supervise()
 	return l
 }
 
-func (l *Link) watch(status <-chan smpp.ConnStatus) {
-	defer close(l.watchDone)
-	for st := range status {
-		up := st.Status() == smpp.Connected
+// parked is go-smpp's own retry interval: long enough never to fire, since
+// the supervisor replaces a session that is not bound.
+const parked = 24 * time.Hour
+
+func (l *Link) newTransceiver() *smpp.Transceiver {
+	return &smpp.Transceiver{
+		Addr:        l.cfg.Addr,
+		User:        l.cfg.SystemID,
+		Passwd:      l.cfg.Password,
+		SystemType:  l.cfg.SystemType,
+		EnquireLink: l.cfg.EnquireLink,
+		// The pinned go-smpp fails a submit at once with ErrMaxWindowSize when
+		// its window is full; the window channel of Link waits instead, so
+		// go-smpp's own window stays off (0).
+		RespTimeout:  l.cfg.RespTimeout,
+		BindInterval: parked,
+		Handler: func(p pdu.Body) {
+			if p.Header().ID == pdu.DeliverSMID && l.deliver != nil {
+				l.deliver(p)
+			}
+		},
+	}
+}
+
+// supervise keeps one session bound until Close.
+func (l *Link) supervise() {
+	defer close(l.done)
+	failures := 0
+	for {
+		tx := l.newTransceiver()
 		l.mu.Lock()
-		if st.Error() != nil {
-			l.lastErr = st.Error()
-		}
-		if l.bound.Load() != up {
-			l.bound.Store(up)
-			close(l.boundCh)
-			l.boundCh = make(chan struct{})
-		}
+		l.tx = tx
 		l.mu.Unlock()
-		if up {
-			l.log.Info("smpp bound", "addr", l.cfg.Addr, "system_id", l.cfg.SystemID)
-		} else {
-			l.log.Warn("smpp not bound", "state", st.Status().String(), "err", st.Error())
+		status := tx.Bind()
+		stopped, heard := false, false
+	session:
+		for {
+			select {
+			case st, ok := <-status:
+				if !ok {
+					break session
+				}
+				heard = true
+				if st.Status() == smpp.Connected {
+					failures = 0
+					l.setBound(true, nil)
+					l.log.Info("smpp bound", "addr", l.cfg.Addr, "system_id", l.cfg.SystemID)
+					continue
+				}
+				l.setBound(false, st.Error())
+				l.log.Warn("smpp not bound", "state", st.Status().String(), "err", st.Error())
+				break session
+			case <-l.stop:
+				stopped = true
+				if !heard {
+					// go-smpp's connection loop writes fields that Close
+					// reads; its first status orders the two. Wait for it,
+					// boundedly (a dial to a dead host has no timeout).
+					select {
+					case <-status:
+					case <-time.After(2 * time.Second):
+					}
+				}
+				break session
+			}
+		}
+		l.setBound(false, nil)
+		_ = tx.Close() // unbind (bounded by go-smpp to 1s) and stop its loops
+		if stopped {
+			return
+		}
+		failures++
+		if !l.wait(backoff(l.cfg.BindInterval, failures)) {
+			return
 		}
 	}
+}
+
+// backoff is the wait before bind attempt n+1: BindInterval doubling per
+// failure up to 32x, with jitter in [d/2, d).
+func backoff(base time.Duration, failures int) time.Duration {
+	d := base << min(failures-1, 5)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func (l *Link) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.stop:
+		return false
+	}
+}
+
+func (l *Link) setBound(up bool, err error) {
 	l.mu.Lock()
-	if l.bound.Swap(false) {
+	defer l.mu.Unlock()
+	if err != nil {
+		l.lastErr = err
+	}
+	if l.bound.Load() != up {
+		l.bound.Store(up)
 		close(l.boundCh)
 		l.boundCh = make(chan struct{})
 	}
-	l.mu.Unlock()
+}
+
+func (l *Link) current() *smpp.Transceiver {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tx
 }
 
 // Name is the link's name.
@@ -185,13 +267,13 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 		sm.Register = pdufield.FinalDeliveryReceipt
 	}
 	if single {
-		r, err := l.tx.Submit(sm)
+		r, err := l.current().Submit(sm)
 		if err != nil {
 			return Result{}, l.fail(err)
 		}
 		return Result{IDs: []string{r.RespID()}}, nil
 	}
-	parts, err := l.tx.SubmitLongMsg(sm)
+	parts, err := l.current().SubmitLongMsg(sm)
 	if err != nil {
 		// Parts already accepted stay sent: the retry sends them again.
 		return Result{}, l.fail(err)
@@ -208,12 +290,12 @@ func (l *Link) fail(err error) *SubmitError {
 }
 
 // Close unbinds and stops reconnecting. It is idempotent and waits (bounded)
-// for the connection manager to stop.
+// for the session to end.
 func (l *Link) Close() error {
 	l.closeOnce.Do(func() {
-		_ = l.tx.Close()
+		close(l.stop)
 		select {
-		case <-l.watchDone:
+		case <-l.done:
 		case <-time.After(5 * time.Second):
 			l.log.Warn("smpp link did not stop within 5s")
 		}
