@@ -96,6 +96,14 @@ func startServer(cfg config.NATS) (*server.Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// The server only reports a busy port by never becoming ready: check
+		// first, so the error says what is wrong at once.
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("broker: nats.listen %s: %w", cfg.Listen, err)
+		}
+		ln.Close()
 	}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "smsflow",
@@ -112,7 +120,7 @@ func startServer(cfg config.NATS) (*server.Server, error) {
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, errors.New("broker: embedded server not ready after 30s (is nats.listen in use?)")
+		return nil, errors.New("broker: embedded server not ready after 30s")
 	}
 	if !srv.JetStreamEnabled() {
 		srv.Shutdown()
