@@ -194,27 +194,29 @@ func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, e
 	if err != nil {
 		return nil, fmt.Errorf("status: history of %s: %w", id, err)
 	}
+	// FetchNoWait answers with what is stored now and returns: no fetch is
+	// left pending when History returns. Each batch is read to its end.
 	var out []Event
 	for len(out) < max {
-		batch, err := c.Fetch(max-len(out), jetstream.FetchMaxWait(2*time.Second))
+		batch, err := c.FetchNoWait(max - len(out))
 		if err != nil {
 			return out, fmt.Errorf("status: history of %s: %w", id, err)
 		}
-		n := 0
+		n, done := 0, false
 		for m := range batch.Messages() {
 			n++
 			var ev Event
-			if json.Unmarshal(m.Data(), &ev) == nil {
+			if json.Unmarshal(m.Data(), &ev) == nil && len(out) < max {
 				out = append(out, ev)
 			}
 			if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last.Sequence {
-				return out, nil
+				done = true
 			}
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return out, fmt.Errorf("status: history of %s: %w", id, err)
 		}
-		if n == 0 {
+		if done || n == 0 {
 			return out, nil
 		}
 	}

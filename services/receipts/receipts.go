@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,14 +61,21 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, now: time.Now}
 }
 
-// Run consumes until ctx is done, then finishes the receipts in hand.
+// Run consumes until ctx is done, then finishes the receipts in hand. It
+// returns nil when ctx ends, even before it got to consume.
 func (s *Stage) Run(ctx context.Context) error {
 	kv, err := s.js.KeyValue(ctx, streams.BucketDLRIndex)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("receipts: kv %s: %w", streams.BucketDLRIndex, err)
 	}
 	s.index = kv
 	cons, err := s.js.Consumer(ctx, streams.DLR, streams.ConsumerReceipts)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("receipts: consumer: %w", err)
 	}
@@ -144,14 +152,19 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	return consume.Ack()
 }
 
-// errCode reads a receipt's err field ("000", "0x0B", "11") as a number; 0
-// when it has none or it is not a number.
+// errCode reads a receipt's err field as a number: decimal ("000", "011" is
+// 11, leading zeros are padding, not octal) or hex with 0x ("0x0B"); 0 when
+// it has none or it is not a number.
 func errCode(s string) int {
-	var n int
-	if _, err := fmt.Sscanf(s, "%v", &n); err != nil || n < 0 {
+	base := 10
+	if len(s) > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+		s, base = s[2:], 16
+	}
+	n, err := strconv.ParseUint(s, base, 31)
+	if err != nil {
 		return 0
 	}
-	return n
+	return int(n)
 }
 
 // Metrics of the receipts stage.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +29,7 @@ const (
 
 // harness is one running receipts stage against its own JetStream server.
 type harness struct {
-	t     *testing.T
+	t     *testing.T // the (sub)test that fails when a helper does; table cases share a harness and set it
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	index jetstream.KeyValue
@@ -170,7 +172,7 @@ func (h *harness) history(id string) []status.Event {
 	return evs
 }
 
-// terminal returns the terminal events of id, and fails unless there is exactly one.
+// onlyTerminal returns the one terminal event of id, and fails unless there is exactly one.
 func (h *harness) onlyTerminal(id string) status.Event {
 	h.t.Helper()
 	var out []status.Event
@@ -186,6 +188,7 @@ func (h *harness) onlyTerminal(id string) status.Event {
 }
 
 func TestAFinalReceiptGivesTheMessageItsTerminalStatus(t *testing.T) {
+	h := start(t, Options{}) // one stage for every case: each has its own ids
 	for _, tc := range []struct {
 		name     string
 		smscID   string
@@ -215,11 +218,12 @@ func TestAFinalReceiptGivesTheMessageItsTerminalStatus(t *testing.T) {
 			rec: dlr.Record{ReceiptedID: "b3", MessageState: 3}, want: status.Expired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := start(t, Options{})
-			const id = "01JMSG0000000000000000000A"
+			h.t = t
+			id := "01JMSG00000000000000000" + strings.ToUpper(tc.smscID)
+			before := h.count(tc.want)
 			h.indexed(tc.smscID, id)
 			h.receipt(tc.rec)
-			h.waitCount(tc.want, 1)
+			h.waitCount(tc.want, before+1)
 			h.drained()
 			ev := h.onlyTerminal(id)
 			if ev.Status != tc.want || ev.Code != tc.wantCode {
@@ -236,20 +240,23 @@ func TestAFinalReceiptGivesTheMessageItsTerminalStatus(t *testing.T) {
 }
 
 func TestAnIntermediateReceiptIsAckedWithNoStatus(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		rec  dlr.Record
+	h := start(t, Options{})
+	for i, tc := range []struct {
+		name, smscID string
+		rec          dlr.Record
 	}{
-		{"an ENROUTE text receipt", dlr.Record{Text: text("c1", "ENROUTE", "000")}},
-		{"an ACCEPTD text receipt", dlr.Record{Text: text("c1", "ACCEPTD", "000")}},
-		{"a TLV-only enroute receipt", dlr.Record{ReceiptedID: "c1", MessageState: 1}},
+		{"an ENROUTE text receipt", "c1", dlr.Record{Text: text("c1", "ENROUTE", "000")}},
+		{"an ACCEPTD text receipt", "c2", dlr.Record{Text: text("c2", "ACCEPTD", "000")}},
+		{"a TLV-only enroute receipt", "c3", dlr.Record{ReceiptedID: "c3", MessageState: 1}},
+		{"a TLV-only accepted receipt", "c4", dlr.Record{ReceiptedID: "c4", MessageState: 6}},
+		{"a receipt of unknown state", "c5", dlr.Record{Text: text("c5", "UNKNOWN", "000")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := start(t, Options{})
-			const id = "01JMSG0000000000000000000C"
-			h.indexed("c1", id)
+			h.t = t
+			id := "01JMSG00000000000000000" + strings.ToUpper(tc.smscID)
+			h.indexed(tc.smscID, id)
 			h.receipt(tc.rec)
-			h.waitCount("intermediate", 1)
+			h.waitCount("intermediate", float64(i+1))
 			h.drained()
 			if evs := h.history(id); len(evs) != 0 {
 				t.Fatalf("events on %s = %+v, want none for an intermediate receipt", status.Subject(id), evs)
@@ -265,7 +272,15 @@ func TestAReceiptThatOvertakesItsIndexEntryIsRetriedUntilTheEntryAppears(t *test
 	h := start(t, Options{BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
 	const id = "01JMSG0000000000000000000D"
 	h.receipt(dlr.Record{Text: text("d1", "DELIVRD", "000")})
-	time.AfterFunc(300*time.Millisecond, func() { h.indexed("d1", id) })
+	// Egress writes the entry a moment after the SMSC answered; the receipt got here first.
+	late := time.AfterFunc(300*time.Millisecond, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if _, err := h.index.Put(ctx, dlr.Key(link, "d1"), []byte(`{"id":"`+id+`","parts":1}`)); err != nil {
+			t.Errorf("late index write: %v", err)
+		}
+	})
+	defer late.Stop()
 	h.waitCount(status.Delivered, 1)
 	h.drained()
 	if ev := h.onlyTerminal(id); ev.Status != status.Delivered {
@@ -384,7 +399,8 @@ func TestAnUnreadableIndexEntryIsCountedInvalidNotRetried(t *testing.T) {
 }
 
 func TestSMSCIDsAreMatchedAfterNormalisation(t *testing.T) {
-	for _, tc := range []struct {
+	h := start(t, Options{})
+	for i, tc := range []struct {
 		name, indexedAs string
 		rec             dlr.Record
 	}{
@@ -400,11 +416,11 @@ func TestSMSCIDsAreMatchedAfterNormalisation(t *testing.T) {
 			dlr.Record{ReceiptedID: "ab.cd/1", MessageState: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := start(t, Options{})
-			const id = "01JMSG0000000000000000000J"
+			h.t = t
+			id := fmt.Sprintf("01JMSG0000000000000000000%d", i)
 			h.indexed(tc.indexedAs, id)
 			h.receipt(tc.rec)
-			h.waitCount(status.Delivered, 1)
+			h.waitCount(status.Delivered, float64(i+1))
 			h.drained()
 			h.onlyTerminal(id)
 		})
@@ -422,5 +438,50 @@ func TestErrCode(t *testing.T) {
 		if got := errCode(tc.in); got != tc.want {
 			t.Errorf("errCode(%q) = %d, want %d", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestRunStoppedBeforeItStartsReturnsNil(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := status.NewPublisher(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(js, pub, Options{}, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+	stopped, stop := context.WithCancel(context.Background())
+	stop()
+	if err := s.Run(stopped); err != nil {
+		t.Fatalf("Run = %v, want nil: a stop before the first fetch is still a clean stop", err)
+	}
+}
+
+func TestRunWithoutItsStreamsIsAnError(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	// SMS_STATUS only, so a Publisher exists but sms_dlr_index does not.
+	ss, err := streams.Streams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range ss {
+		if c.Name == streams.Status {
+			if _, err := js.CreateStream(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub, err := status.NewPublisher(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(js, pub, Options{}, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+	if err := s.Run(ctx); err == nil || !strings.Contains(err.Error(), streams.BucketDLRIndex) {
+		t.Fatalf("Run = %v, want an error naming %s", err, streams.BucketDLRIndex)
 	}
 }

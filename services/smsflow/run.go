@@ -42,6 +42,10 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer, environ fu
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if fs.NArg() > 0 {
+		// "smsflow run policy" (for --stages policy) must not run every stage.
+		return fmt.Errorf("%w: run takes no arguments, got %q", errUsage, fs.Args())
+	}
 	stages, err := parseStages(*stagesFlag)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -97,7 +101,9 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *slog.Logger, reg prometheus.Registerer) (err error) {
 	log.Info("smsflow starting", "stages", keys(stages), "links", len(cfg.Links), "embedded_nats", cfg.NATS.URL == "")
 	if cfg.SMSCSim.Enabled {
-		sim, err := smscsim.Start(smscsim.Options{
+		// simErr, not err: a deferred close must join the named result, which
+		// a shadowing err would hide.
+		sim, simErr := smscsim.Start(smscsim.Options{
 			Listen:       cfg.SMSCSim.Listen,
 			SystemID:     cfg.SMSCSim.SystemID,
 			Password:     cfg.SMSCSim.Password.Reveal(),
@@ -105,8 +111,8 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			MaxPerSecond: cfg.SMSCSim.MaxPerSecond,
 			Log:          log,
 		})
-		if err != nil {
-			return fmt.Errorf("smsc simulator: %w", err)
+		if simErr != nil {
+			return fmt.Errorf("smsc simulator: %w", simErr)
 		}
 		// Deferred before the stages start, so it closes after the links unbind.
 		defer func() { err = errors.Join(err, sim.Close()) }()
@@ -119,10 +125,16 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	defer func() { err = errors.Join(err, b.Close()) }() // drain, then the embedded server
 
 	if err := streams.Apply(ctx, b.JS, sortedKeys(cfg.Pools)); err != nil {
+		if stopped(ctx, err) {
+			return nil
+		}
 		return fmt.Errorf("apply streams: %w", err)
 	}
 	pub, err := status.NewPublisher(ctx, b.JS)
 	if err != nil {
+		if stopped(ctx, err) {
+			return nil
+		}
 		return err
 	}
 
@@ -185,8 +197,19 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	}
 	log.Info("smsflow running", "nats", b.ClientURL())
 	err = g.Wait()
+	if stopped(ctx, err) {
+		// A stage still starting when the stop came fails with ctx's error:
+		// that is the stop, not a failure.
+		err = nil
+	}
 	log.Info("smsflow stopped", "err", err)
 	return err
+}
+
+// stopped reports whether err is only ctx ending: a signal during start-up
+// is a clean stop (exit 0), as it is once running.
+func stopped(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, ctx.Err())
 }
 
 // readyz answers 200 when NATS is connected, the streams are there and (when

@@ -26,6 +26,9 @@ func simCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: smsc-sim takes no arguments, got %q", errUsage, fs.Args())
+	}
 	o.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "smsc-sim")
 	sim, err := smscsim.Start(o)
 	if err != nil {
