@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
@@ -237,6 +238,10 @@ func (m Message) Validate(now time.Time) []FieldError {
 	}
 	if len(m.ExternalID) > MaxExternalID {
 		add("external_id", fmt.Sprintf("longer than %d bytes", MaxExternalID))
+	} else if m.ExternalID != "" && (strings.TrimSpace(m.ExternalID) != m.ExternalID || strings.ContainsFunc(m.ExternalID, unicode.IsControl)) {
+		// It becomes the Nats-Msg-Id header, where nats.go trims spaces and
+		// rewrites line breaks: two different keys could collide.
+		add("external_id", "must not start or end with white space or contain control characters")
 	}
 	if strings.TrimSpace(m.To) == "" {
 		add("to", "required")

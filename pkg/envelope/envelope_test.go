@@ -60,13 +60,13 @@ func TestDecodeRejectsWhatIsNotAnObject(t *testing.T) {
 }
 
 func TestValidateListsEveryProblem(t *testing.T) {
-	m := Message{ID: "a.b", To: " ", Text: "", Kind: "spam", Route: "x>y", CallbackURL: "ftp://x"}
+	m := Message{ID: "a.b", ExternalID: " order-1", To: " ", Text: "", Kind: "spam", Route: "x>y", CallbackURL: "ftp://x"}
 	errs := m.Validate(time.Now())
 	fields := map[string]bool{}
 	for _, e := range errs {
 		fields[e.Field] = true
 	}
-	for _, f := range []string{"id", "to", "text", "kind", "route", "callback_url"} {
+	for _, f := range []string{"id", "external_id", "to", "text", "kind", "route", "callback_url"} {
 		if !fields[f] {
 			t.Errorf("no error for %s in %v", f, errs)
 		}

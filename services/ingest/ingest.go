@@ -102,6 +102,7 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msgs := make([]envelope.Message, len(raws))
+	datas := make([][]byte, len(raws))
 	var errs []itemError
 	now := a.now()
 	for i, raw := range raws {
@@ -124,14 +125,29 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		if m.ID == "" {
 			m.ID = idFor(m, now)
 		}
-		msgs[i] = m
+		data, err := envelope.Encode(m)
+		if err == nil && len(data) > maxQueueBytes {
+			err = fmt.Errorf("envelope is %d bytes once encoded, more than %d", len(data), maxQueueBytes)
+		}
+		if err != nil {
+			// NATS would refuse it on every retry: a client error, not a 503.
+			errs = append(errs, itemError{Index: i, Field: "", Error: err.Error()})
+			continue
+		}
+		msgs[i], datas[i] = m, data
 	}
 	if len(errs) > 0 {
 		a.m.requests.WithLabelValues("invalid").Inc()
 		a.fail(w, http.StatusBadRequest, fmt.Sprintf("%d invalid field(s); nothing was queued", len(errs)), errs)
 		return
 	}
-	if err := a.publish(r.Context(), msgs); err != nil {
+	if !a.js.Conn().IsConnected() {
+		a.m.requests.WithLabelValues("error").Inc()
+		a.log.Warn("not connected to NATS, refusing messages", "messages", len(msgs))
+		a.fail(w, http.StatusServiceUnavailable, "could not queue the messages: NATS is unreachable; retrying the same request is safe", nil)
+		return
+	}
+	if err := a.publish(r.Context(), msgs, datas); err != nil {
 		a.m.requests.WithLabelValues("error").Inc()
 		a.log.Error("publish to sms.outbound failed", "messages", len(msgs), "err", err)
 		a.fail(w, http.StatusServiceUnavailable, "could not queue the messages; retrying the same request is safe", nil)
@@ -179,10 +195,16 @@ func split(body []byte) (raws []json.RawMessage, batch bool, err error) {
 // maxPending bounds the async publishes in flight for one request.
 const maxPending = 1024
 
-// publish sends every message with async publishes, bounded in flight, and
-// waits for every ack; the first failure fails the request (the client
-// retries; Nats-Msg-Id drops what already landed).
-func (a *API) publish(ctx context.Context, msgs []envelope.Message) error {
+// maxQueueBytes bounds an encoded envelope on sms.outbound: SMS_OUTBOUND and
+// SMS_EGRESS take at most envelope.MaxEncodedBytes per message, headers
+// included, and the policy stage adds fields (accepted_at, expires_at, pool)
+// before it forwards, so leave room for both.
+const maxQueueBytes = envelope.MaxEncodedBytes - 4096
+
+// publish sends every message, encoded in datas, with async publishes,
+// bounded in flight, and waits for every ack; the first failure fails the
+// request (the client retries; Nats-Msg-Id drops what already landed).
+func (a *API) publish(ctx context.Context, msgs []envelope.Message, datas [][]byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, min(len(msgs), maxPending))
@@ -199,12 +221,8 @@ func (a *API) publish(ctx context.Context, msgs []envelope.Message) error {
 		futures = futures[:0]
 		return nil
 	}
-	for _, m := range msgs {
-		data, err := envelope.Encode(m)
-		if err != nil {
-			return err
-		}
-		f, err := a.js.PublishMsgAsync(&nats.Msg{Subject: "sms.outbound", Data: data}, jetstream.WithMsgID(m.MsgID()))
+	for i, m := range msgs {
+		f, err := a.js.PublishMsgAsync(&nats.Msg{Subject: "sms.outbound", Data: datas[i]}, jetstream.WithMsgID(m.MsgID()))
 		if err != nil {
 			return err
 		}
@@ -231,6 +249,10 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !envelope.ValidID(id) {
 		a.fail(w, http.StatusBadRequest, "invalid id", nil)
+		return
+	}
+	if !a.js.Conn().IsConnected() {
+		a.fail(w, http.StatusServiceUnavailable, "status store unavailable: NATS is unreachable", nil)
 		return
 	}
 	h, err := a.pub.History(r.Context(), id, 1000)

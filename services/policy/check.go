@@ -65,6 +65,9 @@ type prefixRoute struct{ prefix, pool string }
 // prefixes ("+420"); def may be "".
 func NewRoutes(prefixes map[string][]string, def string) *Routes {
 	r := &Routes{pools: map[string]bool{}, def: def}
+	if def != "" {
+		r.pools[def] = true // a route may name the default pool
+	}
 	for pool, ps := range prefixes {
 		r.pools[pool] = true
 		for _, p := range ps {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,7 +96,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if m.TTL > 0 {
 		m.ExpiresAt = m.AcceptedAt.Add(m.TTL)
 	}
-	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: m.Campaign, At: m.AcceptedAt}); err != nil {
+	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: eventCampaign(m.Campaign), At: m.AcceptedAt}); err != nil {
 		return s.retry(msg, err)
 	}
 	m, ferrs := envelope.Prepare(m, s.now(), s.opts.Region, s.opts.MaxChars)
@@ -113,7 +114,16 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		return s.reject(ctx, msg, m, d.Reject, d.Detail)
 	}
 	m.Pool = d.Pool
-	if err := s.forward(ctx, m); err != nil {
+	data, err := envelope.Encode(m)
+	if err == nil && len(data) > maxForwardBytes {
+		err = fmt.Errorf("envelope is %d bytes once encoded, more than %d", len(data), maxForwardBytes)
+	}
+	if err != nil {
+		// Retrying cannot make it fit (or encode): it would come back forever.
+		s.log.Warn("envelope cannot be forwarded", "msg_id", m.ID, "err", err)
+		return s.reject(ctx, msg, m, status.ReasonInvalid, err.Error())
+	}
+	if err := s.forward(ctx, m, data); err != nil {
 		return s.retry(msg, err)
 	}
 	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Queued, Stage: "policy", Campaign: m.Campaign, Pool: m.Pool}); err != nil {
@@ -123,14 +133,22 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	return consume.Ack()
 }
 
-// forward publishes m to its pool. Nats-Msg-Id is the message id, so a
-// replay after a crash between this publish and the ack is dropped.
-func (s *Stage) forward(ctx context.Context, m envelope.Message) error {
-	data, err := envelope.Encode(m)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", m.ID, err)
-	}
-	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: streams.EgressSubject(m.Pool), Data: data}, jetstream.WithMsgID(m.ID))
+// maxForwardBytes bounds an encoded envelope on sms.egress.<pool>: SMS_EGRESS
+// takes at most envelope.MaxEncodedBytes per message, headers included, and
+// policy adds fields (accepted_at, expires_at, pool) to what it read, and
+// encoding may escape characters ('<' becomes \u003c), so an envelope that
+// fitted SMS_OUTBOUND may not fit SMS_EGRESS.
+const maxForwardBytes = envelope.MaxEncodedBytes - 1024
+
+// maxDetail bounds the detail of a status event: it quotes the sender's
+// input, which must not make the event too big to publish.
+const maxDetail = 1024
+
+// forward publishes m, encoded as data, to its pool. Nats-Msg-Id is the
+// message id, so a replay after a crash between this publish and the ack is
+// dropped.
+func (s *Stage) forward(ctx context.Context, m envelope.Message, data []byte) error {
+	_, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: streams.EgressSubject(m.Pool), Data: data}, jetstream.WithMsgID(m.ID))
 	if err != nil {
 		return fmt.Errorf("forward %s to pool %s: %w", m.ID, m.Pool, err)
 	}
@@ -138,17 +156,43 @@ func (s *Stage) forward(ctx context.Context, m envelope.Message) error {
 }
 
 func (s *Stage) reject(ctx context.Context, msg jetstream.Msg, m envelope.Message, reason Reason, detail string) consume.Outcome {
-	s.m.rejected.WithLabelValues(reason).Inc()
-	return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: detail, Stage: "policy", Campaign: m.Campaign}, "rejected")
+	return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: clip(detail, maxDetail), Stage: "policy", Campaign: eventCampaign(m.Campaign)}, "rejected")
 }
 
 // final publishes a terminal status, then acks; a failed publish is retried.
+// It counts the message once it is settled, so a retry does not count twice.
 func (s *Stage) final(ctx context.Context, msg jetstream.Msg, ev status.Event, result string) consume.Outcome {
 	if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 		return s.retry(msg, err)
 	}
 	s.m.out.WithLabelValues(result).Inc()
+	if ev.Status == status.Rejected {
+		s.m.rejected.WithLabelValues(ev.Reason).Inc()
+	}
 	return consume.Ack()
+}
+
+// eventCampaign is the campaign to put in a status event: none when it is
+// too long to be valid, since it is the sender's input and an event must fit
+// a NATS message.
+func eventCampaign(c string) string {
+	if len(c) > envelope.MaxCampaignLen {
+		return ""
+	}
+	return c
+}
+
+// clip cuts s to at most n bytes on a rune boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const more = "… (truncated)"
+	cut := n - len(more)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + more
 }
 
 func (s *Stage) retry(msg jetstream.Msg, err error) consume.Outcome {
