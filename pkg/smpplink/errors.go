@@ -30,6 +30,7 @@ type SubmitError struct {
 	Status  pdu.Status // the SMSC's command_status; 0 when it never answered
 	Class   Class
 	Unknown bool // the SMSC may have accepted it (no response): a retry risks a duplicate
+	Sent    int  // parts of a long message the SMSC accepted before this failure: a retry sends them again
 	Err     error
 }
 

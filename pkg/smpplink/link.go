@@ -5,6 +5,7 @@ package smpplink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"github.com/fiorix/go-smpp/smpp"
 	"github.com/fiorix/go-smpp/smpp/pdu"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdutext"
 )
 
 // Config is what a link needs to bind. Password is the plain secret: the
@@ -43,8 +45,8 @@ type Deliver func(p pdu.Body)
 // pinned version, client.Bind replaces its inbox channel on each reconnect
 // while the previous session's reader may still read it (a data race). So
 // go-smpp's own retry is parked (BindInterval of a day) and, on any status
-// other than Connected, the link closes that transceiver and binds a fresh
-// one after a backoff with jitter.
+// other than Connected, the link closes that transceiver, waits for its
+// connection loop to end, and binds a fresh one after a backoff with jitter.
 type Link struct {
 	cfg     Config
 	deliver Deliver
@@ -53,10 +55,12 @@ type Link struct {
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	tx      *smpp.Transceiver // the current session; replaced on reconnect
+	tx      *smpp.Transceiver // the bound session; nil while unbound
 	boundCh chan struct{}     // closed and replaced on each change of bound
 	lastErr error
 
+	lost      chan *smpp.Transceiver // a session Submit found dead (see reportLost)
+	closing   chan struct{}          // closed when Close begins: no new submits
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -80,6 +84,8 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 		window:  make(chan struct{}, cfg.Window),
 		log:     log,
 		boundCh: make(chan struct{}),
+		lost:    make(chan *smpp.Transceiver, 1),
+		closing: make(chan struct{}),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -90,6 +96,18 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 // parked is go-smpp's own retry interval: long enough never to fire, since
 // the supervisor replaces a session that is not bound.
 const parked = 24 * time.Hour
+
+// Bounds on waiting for go-smpp: its first status after Bind (a dial to a
+// dead host has no timeout of its own), and the end of its connection loop
+// after Close.
+const (
+	firstStatusWait = 2 * time.Second
+	loopEndWait     = time.Second
+)
+
+// errSessionLost is the bind error recorded when Submit finds the session
+// dead before go-smpp reported it.
+var errSessionLost = errors.New("smpp session lost")
 
 func (l *Link) newTransceiver() *smpp.Transceiver {
 	return &smpp.Transceiver{
@@ -117,51 +135,95 @@ func (l *Link) supervise() {
 	failures := 0
 	for {
 		tx := l.newTransceiver()
-		l.mu.Lock()
-		l.tx = tx
-		l.mu.Unlock()
 		status := tx.Bind()
-		stopped, heard := false, false
-	session:
-		for {
-			select {
-			case st, ok := <-status:
-				if !ok {
-					break session
-				}
-				heard = true
-				if st.Status() == smpp.Connected {
-					failures = 0
-					l.setBound(true, nil)
-					l.log.Info("smpp bound", "addr", l.cfg.Addr, "system_id", l.cfg.SystemID)
-					continue
-				}
-				l.setBound(false, st.Error())
-				l.log.Warn("smpp not bound", "state", st.Status().String(), "err", st.Error())
-				break session
-			case <-l.stop:
-				stopped = true
-				if !heard {
-					// go-smpp's connection loop writes fields that Close
-					// reads; its first status orders the two. Wait for it,
-					// boundedly (a dial to a dead host has no timeout).
-					select {
-					case <-status:
-					case <-time.After(2 * time.Second):
-					}
-				}
-				break session
-			}
-		}
-		l.setBound(false, nil)
+		up, stopped := l.run(tx, status)
+		l.setSession(nil, nil)
 		_ = tx.Close() // unbind (bounded by go-smpp to 1s) and stop its loops
+		l.awaitEnd(status)
 		if stopped {
 			return
+		}
+		if up {
+			failures = 0
 		}
 		failures++
 		if !l.wait(backoff(l.cfg.BindInterval, failures)) {
 			return
 		}
+	}
+}
+
+// run follows one session until it is no longer bound or Close is called.
+// up reports whether it was ever bound; stopped, whether Close ended it.
+func (l *Link) run(tx *smpp.Transceiver, status <-chan smpp.ConnStatus) (up, stopped bool) {
+	heard := false
+	for {
+		select {
+		case st, ok := <-status:
+			if !ok {
+				return up, false
+			}
+			heard = true
+			if st.Status() == smpp.Connected {
+				up = true
+				l.setSession(tx, nil)
+				l.log.Info("smpp bound", "addr", l.cfg.Addr, "system_id", l.cfg.SystemID)
+				continue
+			}
+			l.setSession(nil, st.Error())
+			l.log.Warn("smpp not bound", "state", st.Status().String(), "err", st.Error())
+			return up, false
+		case dead := <-l.lost:
+			if dead != tx {
+				continue // a report about an earlier session
+			}
+			// go-smpp sends its statuses without blocking into a channel of
+			// one: a Disconnected right after Connected can be dropped,
+			// which would leave this session "bound" for ever.
+			l.setSession(nil, errSessionLost)
+			l.log.Warn("smpp not bound", "state", "lost", "err", errSessionLost)
+			return up, false
+		case <-l.stop:
+			if !heard {
+				// Close before go-smpp's first status would let a dial that
+				// succeeds later bind a session nobody closes. Wait for it,
+				// boundedly (a dial to a dead host has no timeout).
+				t := time.NewTimer(firstStatusWait)
+				defer t.Stop()
+				select {
+				case <-status:
+				case <-t.C:
+				}
+			}
+			return up, true
+		}
+	}
+}
+
+// awaitEnd waits (bounded) until go-smpp closes the status channel, which it
+// does when its connection loop has ended, so a session's goroutines are gone
+// before the next one starts or Close returns.
+func (l *Link) awaitEnd(status <-chan smpp.ConnStatus) {
+	t := time.NewTimer(loopEndWait)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-status:
+			if !ok {
+				return
+			}
+		case <-t.C:
+			l.log.Debug("go-smpp connection loop still running after close")
+			return
+		}
+	}
+}
+
+// reportLost tells the supervisor that a submit on tx found no connection.
+func (l *Link) reportLost(tx *smpp.Transceiver) {
+	select {
+	case l.lost <- tx:
+	default:
 	}
 }
 
@@ -183,20 +245,24 @@ func (l *Link) wait(d time.Duration) bool {
 	}
 }
 
-func (l *Link) setBound(up bool, err error) {
+// setSession makes tx the bound session (nil: unbound) and records err.
+// Submit sees a transceiver only once go-smpp reported it Connected, which is
+// after Transceiver.Bind has set its fields.
+func (l *Link) setSession(tx *smpp.Transceiver, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
 		l.lastErr = err
 	}
-	if l.bound.Load() != up {
+	l.tx = tx
+	if up := tx != nil; l.bound.Load() != up {
 		l.bound.Store(up)
 		close(l.boundCh)
 		l.boundCh = make(chan struct{})
 	}
 }
 
-func (l *Link) current() *smpp.Transceiver {
+func (l *Link) session() *smpp.Transceiver {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.tx
@@ -249,11 +315,14 @@ type Result struct {
 func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 	select {
 	case l.window <- struct{}{}:
+	case <-l.closing:
+		return Result{}, l.fail(smpp.ErrNotBound)
 	case <-ctx.Done():
 		return Result{}, l.fail(ctx.Err())
 	}
 	defer func() { <-l.window }()
-	if !l.bound.Load() {
+	tx := l.session()
+	if tx == nil || l.isClosing() {
 		return Result{}, l.fail(smpp.ErrNotBound)
 	}
 	codec, single := Encode(m.Text)
@@ -261,38 +330,91 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 	if isDigits(src) {
 		src = trimPlus(src)
 	}
-	sm := &smpp.ShortMessage{Src: src, Dst: trimPlus(m.Dst), Text: codec,
-		SourceAddrTON: srcTON(m.Src), SourceAddrNPI: srcNPI(m.Src), DestAddrTON: 1, DestAddrNPI: 1}
-	if m.Receipt {
-		sm.Register = pdufield.FinalDeliveryReceipt
+	short := func(text pdutext.Codec, esm uint8) *smpp.ShortMessage {
+		sm := &smpp.ShortMessage{Src: src, Dst: trimPlus(m.Dst), Text: text, ESMClass: esm,
+			SourceAddrTON: srcTON(m.Src), SourceAddrNPI: srcNPI(m.Src), DestAddrTON: 1, DestAddrNPI: 1}
+		if m.Receipt {
+			sm.Register = pdufield.FinalDeliveryReceipt
+		}
+		return sm
 	}
 	if single {
-		r, err := l.current().Submit(sm)
+		r, err := tx.Submit(short(codec, 0))
 		if err != nil {
-			return Result{}, l.fail(err)
+			return Result{}, l.failOn(tx, err)
 		}
 		return Result{IDs: []string{r.RespID()}}, nil
 	}
-	parts, err := l.current().SubmitLongMsg(sm)
-	if err != nil {
-		// Parts already accepted stay sent: the retry sends them again.
-		return Result{}, l.fail(err)
+	parts := split(codec, uint16(rand.IntN(1<<16)))
+	if parts == nil {
+		return Result{}, &SubmitError{Link: l.cfg.Name, Class: Permanent, Err: ErrTooLong}
 	}
 	ids := make([]string, 0, len(parts))
-	for i := range parts {
-		ids = append(ids, parts[i].RespID())
+	for _, p := range parts {
+		r, err := tx.Submit(short(part{dcs: codec.Type(), data: p}, esmUDHI))
+		if err != nil {
+			// The parts already accepted stay sent: a retry sends them again.
+			se := l.failOn(tx, err)
+			se.Sent = len(ids)
+			return Result{}, se
+		}
+		ids = append(ids, r.RespID())
 	}
 	return Result{IDs: ids}, nil
+}
+
+// ErrTooLong is the error of a text that needs more than 255 parts.
+var ErrTooLong = errors.New("smpplink: text needs more than 255 parts")
+
+// failOn is fail for an error of session tx; ErrNotConnected means go-smpp
+// has no connection there any more, which the supervisor must hear of.
+func (l *Link) failOn(tx *smpp.Transceiver, err error) *SubmitError {
+	if errors.Is(err, smpp.ErrNotConnected) {
+		l.reportLost(tx)
+	}
+	return l.fail(err)
 }
 
 func (l *Link) fail(err error) *SubmitError {
 	return &SubmitError{Link: l.cfg.Name, Status: statusOf(err), Class: Classify(err), Unknown: outcomeUnknown(err), Err: err}
 }
 
-// Close unbinds and stops reconnecting. It is idempotent and waits (bounded)
-// for the session to end.
+// drainWindow takes every window slot, for at most d, and keeps them.
+func (l *Link) drainWindow(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for range cap(l.window) {
+		select {
+		case l.window <- struct{}{}:
+		case <-t.C:
+			l.log.Warn("closing with submits still in flight", "waited", d)
+			return
+		}
+	}
+}
+
+func (l *Link) isClosing() bool {
+	select {
+	case <-l.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close refuses new submits, waits for those in flight (at most RespTimeout
+// and a second), unbinds and stops reconnecting. It is idempotent; it returns
+// within RespTimeout + 6s, at once when nothing is in flight.
+//
+// Waiting for the window matters beyond not losing responses: go-smpp's
+// Close stops its PDU reader while the connection loop may still be pushing
+// PDUs to it, and a PDU read then blocks that loop for ever (a leaked
+// goroutine). With no submit_sm_resp due, only a deliver_sm arriving during
+// the unbind can still do that.
 func (l *Link) Close() error {
 	l.closeOnce.Do(func() {
+		close(l.closing)
+		l.drainWindow(l.cfg.RespTimeout + time.Second)
 		close(l.stop)
 		select {
 		case <-l.done:
@@ -342,3 +464,7 @@ func trimPlus(s string) string {
 func (c Config) String() string { // never prints the password
 	return fmt.Sprintf("link %s (%s as %s)", c.Name, c.Addr, c.SystemID)
 }
+
+// LogValue keeps the password out of structured logs too (a JSON handler
+// would otherwise print every field).
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }

@@ -2,7 +2,7 @@
 // consumer on SMS_EGRESS, only when it holds a pacing token and a window
 // slot, submits, and settles the message: ack on success, nak with backoff on
 // a retryable failure or throttle, a `failed` status and ack on a permanent
-// one. It also stores every deliver_sm the link receives in SMS_DLR (receipts)
+// one. A throttle also slows the link down until its SMSC keeps up (pace). It also stores every deliver_sm the link receives in SMS_DLR (receipts)
 // or SMS_INBOUND (mobile-originated) before the SMSC gets its deliver_sm_resp.
 package egress
 
@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/time/rate"
 
 	"github.com/smsflow/smsflow/pkg/consume"
 	"github.com/smsflow/smsflow/pkg/dlr"
@@ -100,13 +99,19 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("egress: kv %s: %w", streams.BucketDLRIndex, err)
 	}
 	s.index = kv
-	var wg sync.WaitGroup
-	errs := make(chan error, len(s.links))
-	for _, lo := range s.links {
+	// Every consumer first: an error must not leave links already running.
+	conss := make([]jetstream.Consumer, len(s.links))
+	for i, lo := range s.links {
 		cons, err := s.js.Consumer(ctx, streams.Egress, streams.EgressConsumerName(lo.Pool))
 		if err != nil {
 			return fmt.Errorf("egress: consumer of pool %s: %w", lo.Pool, err)
 		}
+		conss[i] = cons
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(s.links))
+	for i, lo := range s.links {
+		cons := conss[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -145,7 +150,7 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 	// The in-process token bucket; issue #4 moves its state to KV sms_pacing
 	// so that instances share it. Every attempt, retries included, costs a
 	// token because a worker takes one before it fetches.
-	lim := rate.NewLimiter(rate.Limit(lo.Rate), max(lo.Burst, 1))
+	p := newPace(lo.Rate, max(lo.Burst, 1))
 	window := max(lo.SMPP.Window, 1)
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
@@ -157,7 +162,7 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.worker(ctx, hctx, lo, link, lim, cons, log)
+			s.worker(ctx, hctx, lo, link, p, cons, log)
 		}()
 	}
 	wg.Wait()
@@ -166,12 +171,12 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 
 // worker is one slot of the link's window: wait until bound, take a token,
 // fetch one message, submit it, settle it.
-func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, lim *rate.Limiter, cons jetstream.Consumer, log *slog.Logger) {
+func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, cons jetstream.Consumer, log *slog.Logger) {
 	for ctx.Err() == nil {
 		if err := link.WaitBound(ctx); err != nil {
 			return
 		}
-		if err := lim.Wait(ctx); err != nil {
+		if err := p.lim.Wait(ctx); err != nil {
 			return
 		}
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
@@ -183,7 +188,7 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 			continue
 		}
 		for msg := range batch.Messages() {
-			o := s.handle(hctx, lo, link, msg, log)
+			o := s.handle(hctx, lo, link, p, msg, log)
 			if err := consume.Settle(msg, o); err != nil {
 				log.Warn("settle failed", "outcome", o.String(), "err", err)
 			}
@@ -192,7 +197,7 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 }
 
 // handle submits one message and decides its outcome.
-func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link, msg jetstream.Msg, log *slog.Logger) consume.Outcome {
+func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, msg jetstream.Msg, log *slog.Logger) consume.Outcome {
 	md, err := msg.Metadata()
 	if err != nil {
 		return consume.Term("no metadata: " + err.Error())
@@ -220,8 +225,9 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 	}
 	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true})
 	if err != nil {
-		return s.submitFailed(ctx, lo, m, attempt, err, log)
+		return s.submitFailed(ctx, lo, p, m, attempt, err, log)
 	}
+	p.accepted(time.Now())
 	s.m.submits.WithLabelValues(lo.Name, "ok").Inc()
 	if err := s.recordSubmitted(ctx, lo, m, attempt, res); err != nil {
 		// The SMSC has the message; a nak would send it again. The status and
@@ -262,7 +268,7 @@ type IndexEntry struct {
 	Parts int    `json:"parts"`
 }
 
-func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, m envelope.Message, attempt int, err error, log *slog.Logger) consume.Outcome {
+func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, p *pace, m envelope.Message, attempt int, err error, log *slog.Logger) consume.Outcome {
 	var se *smpplink.SubmitError
 	if !errors.As(err, &se) {
 		se = &smpplink.SubmitError{Link: lo.Name, Class: smpplink.Retryable, Err: err}
@@ -281,12 +287,17 @@ func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, m envelope.Mes
 	case smpplink.Throttled:
 		ev.Status = status.Throttled
 		s.m.throttles.WithLabelValues(lo.Name).Inc()
+		p.throttled(time.Now())
 	default:
 		ev.Status = status.Retry
 		if se.Unknown {
 			ev.Status = status.SubmitUnknown
-			s.m.duplicatesRisked.WithLabelValues(lo.Name).Inc()
 		}
+	}
+	if se.Unknown || se.Sent > 0 {
+		// The SMSC may have this submit, or has some parts of a long
+		// message: the retry sends them again.
+		s.m.duplicatesRisked.WithLabelValues(lo.Name).Inc()
 	}
 	delay := consume.BackoffN(uint64(attempt), s.opts.BackoffMin, s.opts.BackoffMax, jitter())
 	s.m.retries.WithLabelValues(lo.Name).Inc()

@@ -28,7 +28,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		submits:          vec("submits_total", "submit_sm attempts by link and result (ok, throttled, retryable, permanent).", "link", "result"),
 		retries:          vec("retries_total", "Messages given back to the broker for another attempt, by link.", "link"),
 		throttles:        vec("throttles_total", "submit_sm answered ESME_RTHROTTLED (0x58), by link.", "link"),
-		duplicatesRisked: vec("duplicates_risked_total", "Submits whose outcome is unknown (no response, or accepted but not recorded): a retry may deliver twice.", "link"),
+		duplicatesRisked: vec("duplicates_risked_total", "Submits whose outcome is unknown (no response, or accepted but not recorded), or long messages refused after some parts were accepted: a retry may deliver twice.", "link"),
 		final:            vec("final_total", "Terminal statuses written by egress, by link and status (failed, expired).", "link", "status"),
 		poison:           vec("poison_total", "Messages on sms.egress that are not valid envelopes, terminated.", "link"),
 		receipts:         vec("receipts_stored_total", "deliver_sm receipts stored in SMS_DLR before deliver_sm_resp, by link.", "link"),
