@@ -303,6 +303,10 @@ type Short struct {
 	Src, Dst string
 	Text     string
 	Receipt  bool // ask for a delivery receipt
+	// NextPart, when set, is called before every part after the first of a
+	// long message: each part is a submit_sm and costs a pacing token (the
+	// caller took the first one before it fetched the message).
+	NextPart func(ctx context.Context) error
 }
 
 // Result of a successful submit: the SMSC's message id of every part.
@@ -350,7 +354,14 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 		return Result{}, &SubmitError{Link: l.cfg.Name, Class: Permanent, Err: ErrTooLong}
 	}
 	ids := make([]string, 0, len(parts))
-	for _, p := range parts {
+	for i, p := range parts {
+		if i > 0 && m.NextPart != nil {
+			if err := m.NextPart(ctx); err != nil {
+				se := l.fail(err)
+				se.Sent = len(ids)
+				return Result{}, se
+			}
+		}
 		r, err := tx.Submit(short(part{dcs: codec.Type(), data: p}, esmUDHI))
 		if err != nil {
 			// The parts already accepted stay sent: a retry sends them again.

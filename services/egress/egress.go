@@ -21,6 +21,7 @@ import (
 	"github.com/smsflow/smsflow/pkg/consume"
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/pacing"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/streams"
@@ -46,13 +47,14 @@ type Options struct {
 
 // Stage runs the link workers of every configured link.
 type Stage struct {
-	js    jetstream.JetStream
-	pub   *status.Publisher
-	index jetstream.KeyValue
-	links []LinkOptions
-	opts  Options
-	log   *slog.Logger
-	m     *Metrics
+	js       jetstream.JetStream
+	pub      *status.Publisher
+	index    jetstream.KeyValue
+	pacingKV jetstream.KeyValue
+	links    []LinkOptions
+	opts     Options
+	log      *slog.Logger
+	m        *Metrics
 
 	mu   sync.Mutex
 	open map[string]*smpplink.Link
@@ -99,6 +101,9 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("egress: kv %s: %w", streams.BucketDLRIndex, err)
 	}
 	s.index = kv
+	if s.pacingKV, err = s.js.KeyValue(ctx, streams.BucketPacing); err != nil {
+		return fmt.Errorf("egress: kv %s: %w", streams.BucketPacing, err)
+	}
 	// Every consumer first: an error must not leave links already running.
 	conss := make([]jetstream.Consumer, len(s.links))
 	for i, lo := range s.links {
@@ -147,10 +152,12 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 		log.Info("link stopped")
 	}()
 
-	// The in-process token bucket; issue #4 moves its state to KV sms_pacing
-	// so that instances share it. Every attempt, retries included, costs a
-	// token because a worker takes one before it fetches.
-	p := newPace(lo.Rate, max(lo.Burst, 1))
+	// The link's token bucket lives in KV sms_pacing, shared by every
+	// instance that sends on the link. Every attempt, retries included, costs
+	// a token because a worker takes one before it fetches, and every further
+	// part of a long message costs one more.
+	lim := pacing.New(s.pacingKV, lo.Name, float64(lo.Rate), max(lo.Burst, 1), pacing.Options{Log: log})
+	p := newPace(lim, lo.Rate)
 	window := max(lo.SMPP.Window, 1)
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
@@ -176,7 +183,7 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		if err := link.WaitBound(ctx); err != nil {
 			return
 		}
-		if err := p.lim.Wait(ctx); err != nil {
+		if err := p.wait(ctx); err != nil {
 			return
 		}
 		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
@@ -223,7 +230,7 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 	if src == "" {
 		src = lo.Source
 	}
-	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true})
+	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: p.wait})
 	if err != nil {
 		return s.submitFailed(ctx, lo, p, m, attempt, err, log)
 	}

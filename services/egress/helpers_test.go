@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -144,6 +145,9 @@ func (e *env) history(id string) []status.Event {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	h, err := e.pub.History(ctx, id, 100)
+	if errors.Is(err, status.ErrNotFound) {
+		return nil // no event yet
+	}
 	if err != nil {
 		e.t.Fatalf("history of %s: %v", id, err)
 	}
