@@ -21,6 +21,7 @@ import (
 	"github.com/smsflow/smsflow/pkg/consume"
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/linkstate"
 	"github.com/smsflow/smsflow/pkg/pacing"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
@@ -51,6 +52,7 @@ type Stage struct {
 	pub      *status.Publisher
 	index    jetstream.KeyValue
 	pacingKV jetstream.KeyValue
+	linksKV  jetstream.KeyValue
 	links    []LinkOptions
 	opts     Options
 	log      *slog.Logger
@@ -104,6 +106,9 @@ func (s *Stage) Run(ctx context.Context) error {
 	if s.pacingKV, err = s.js.KeyValue(ctx, streams.BucketPacing); err != nil {
 		return fmt.Errorf("egress: kv %s: %w", streams.BucketPacing, err)
 	}
+	if s.linksKV, err = s.js.KeyValue(ctx, streams.BucketLinks); err != nil {
+		return fmt.Errorf("egress: kv %s: %w", streams.BucketLinks, err)
+	}
 	// Every consumer first: an error must not leave links already running.
 	conss := make([]jetstream.Consumer, len(s.links))
 	for i, lo := range s.links {
@@ -136,6 +141,23 @@ func (s *Stage) Run(ctx context.Context) error {
 
 func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Consumer) error {
 	log := s.log.With("link", lo.Name, "pool", lo.Pool)
+	// The link's token bucket lives in KV sms_pacing, shared by every
+	// instance that sends on the link. Every attempt, retries included, costs
+	// a token because a worker takes one before it fetches, and every further
+	// part of a long message costs one more.
+	lim := pacing.New(s.pacingKV, lo.Name, float64(lo.Rate), max(lo.Burst, 1), pacing.Options{Log: log})
+	p := newPace(lim, lo.Rate)
+	gate := newPauseGate()
+	// Read the control before any worker starts: a link paused while this
+	// instance was down must not send a thing before the watch catches up.
+	if entry, err := s.linksKV.Get(ctx, linkstate.ControlKey(lo.Name)); err == nil {
+		if c, err := linkstate.ParseControl(entry.Value()); err == nil && c.Paused {
+			gate.set(true)
+			s.m.paused.WithLabelValues(lo.Name).Set(1)
+			log.Info("link starts paused", "reason", c.Reason)
+		}
+	}
+
 	// closing is closed when the link is being torn down: a receipt store
 	// that keeps failing gives up then, instead of blocking Close.
 	closing := make(chan struct{})
@@ -149,15 +171,16 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 		s.mu.Lock()
 		delete(s.open, lo.Name)
 		s.mu.Unlock()
+		// The last word in sms_links: this instance no longer holds the link.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		h := s.health(lo, link, p, gate)
+		h.UpdatedAt = time.Now().UTC()
+		_ = linkstate.PutHealth(fctx, s.linksKV, h)
+		s.m.bound.WithLabelValues(lo.Name).Set(0)
 		log.Info("link stopped")
 	}()
 
-	// The link's token bucket lives in KV sms_pacing, shared by every
-	// instance that sends on the link. Every attempt, retries included, costs
-	// a token because a worker takes one before it fetches, and every further
-	// part of a long message costs one more.
-	lim := pacing.New(s.pacingKV, lo.Name, float64(lo.Rate), max(lo.Burst, 1), pacing.Options{Log: log})
-	p := newPace(lim, lo.Rate)
 	window := max(lo.SMPP.Window, 1)
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
@@ -165,11 +188,14 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 	defer stop()
 
 	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.watchControl(ctx, lo, gate, log) }()
+	go func() { defer wg.Done(); s.reportHealth(ctx, lo, link, p, gate, log) }()
 	for range window {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.worker(ctx, hctx, lo, link, p, cons, log)
+			s.worker(ctx, hctx, lo, link, p, gate, cons, log)
 		}()
 	}
 	wg.Wait()
@@ -178,9 +204,12 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 
 // worker is one slot of the link's window: wait until bound, take a token,
 // fetch one message, submit it, settle it.
-func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, cons jetstream.Consumer, log *slog.Logger) {
+func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, gate *pauseGate, cons jetstream.Consumer, log *slog.Logger) {
 	for ctx.Err() == nil {
 		if err := link.WaitBound(ctx); err != nil {
+			return
+		}
+		if err := gate.wait(ctx); err != nil {
 			return
 		}
 		if err := p.wait(ctx); err != nil {

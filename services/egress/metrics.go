@@ -16,6 +16,9 @@ type Metrics struct {
 	receipts         *prometheus.CounterVec
 	receiptsLost     *prometheus.CounterVec
 	inbound          *prometheus.CounterVec
+	bound            *prometheus.GaugeVec
+	paused           *prometheus.GaugeVec
+	rate             *prometheus.GaugeVec
 }
 
 // NewMetrics registers the stage's metrics on reg.
@@ -24,7 +27,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	vec := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "egress", Name: name, Help: help}, labels)
 	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return f.NewGaugeVec(prometheus.GaugeOpts{Namespace: "smsflow", Subsystem: "egress", Name: name, Help: help}, []string{"link"})
+	}
 	return &Metrics{
+		bound:            gauge("link_bound", "1 while the link's SMPP session is bound, else 0."),
+		paused:           gauge("link_paused", "1 while an operator has paused the link (sms_links control.<link>), else 0."),
+		rate:             gauge("link_rate", "The link's effective submit rate per second: configured, lowered after throttles."),
 		submits:          vec("submits_total", "submit_sm attempts by link and result (ok, throttled, retryable, permanent).", "link", "result"),
 		retries:          vec("retries_total", "Messages given back to the broker for another attempt, by link.", "link"),
 		throttles:        vec("throttles_total", "submit_sm answered ESME_RTHROTTLED (0x58), by link.", "link"),
@@ -47,5 +56,8 @@ func (m *Metrics) touch(link string) {
 	}
 	for _, v := range []*prometheus.CounterVec{m.retries, m.throttles, m.duplicatesRisked, m.poison, m.receipts, m.receiptsLost, m.inbound} {
 		v.WithLabelValues(link)
+	}
+	for _, g := range []*prometheus.GaugeVec{m.bound, m.paused, m.rate} {
+		g.WithLabelValues(link)
 	}
 }

@@ -3,6 +3,7 @@ package egress
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,8 +26,9 @@ type gate interface {
 // throttle, 5% at a time, so a link that settled below its SMSC's limit is
 // not throttled every few seconds, but finds the limit again if it was raised.
 type pace struct {
-	gate     gate
-	max, min float64
+	gate      gate
+	max, min  float64
+	throttles atomic.Int64 // every throttle seen, for sms_links
 
 	mu        sync.Mutex
 	cur       float64
@@ -50,6 +52,7 @@ func (p *pace) wait(ctx context.Context) error { return p.gate.Wait(ctx) }
 
 // throttled records an ESME_RTHROTTLED at now.
 func (p *pace) throttled(now time.Time) {
+	p.throttles.Add(1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.lastCut.IsZero() && now.Sub(p.lastCut) < cutHold {

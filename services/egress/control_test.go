@@ -1,0 +1,84 @@
+package egress
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/smsflow/smsflow/pkg/linkstate"
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/services/smscsim"
+	"github.com/smsflow/smsflow/streams"
+)
+
+func TestAPausedLinkSendsNothingUntilItIsResumed(t *testing.T) {
+	const n = 20
+	e := newEnv(t, smscsim.Options{NoReceipts: true})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := linkstate.SetPaused(ctx, kv, link, true, "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(0, n, nil)
+	r := e.run(e.linkOpts(100, 10, 4), fastRetries(5))
+
+	health := func() linkstate.Health {
+		entry, err := kv.Get(ctx, linkstate.HealthKey(link))
+		if err != nil {
+			return linkstate.Health{}
+		}
+		var h linkstate.Health
+		_ = json.Unmarshal(entry.Value(), &h)
+		return h
+	}
+	natstest.Eventually(t, wait, "want health in sms_links: bound and paused", func() bool {
+		h := health()
+		return h.Bound && h.Paused && h.ConfiguredRate == 100 && h.Instance != ""
+	})
+	// Bound, paused, twenty messages waiting: give it time to misbehave.
+	time.Sleep(500 * time.Millisecond)
+	if got := e.sim.Accepted(); got != 0 {
+		t.Fatalf("a paused link submitted %d messages", got)
+	}
+	if got := testutil.ToFloat64(r.m.paused.WithLabelValues(link)); got != 1 {
+		t.Fatalf("link_paused = %v, want 1", got)
+	}
+	if err := linkstate.SetPaused(ctx, kv, link, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, wait, "want every message sent after resume", func() bool { return e.acceptedEach(n) })
+	e.acceptedOnce(n)
+	natstest.Eventually(t, wait, "want health to say running again", func() bool { return !health().Paused })
+
+	views, err := linkstate.List(ctx, kv)
+	if err != nil || len(views) != 1 || views[0].Link != link || views[0].Control == nil || views[0].Control.Paused {
+		t.Fatalf("List = %+v, %v; want link l1 with a resumed control", views, err)
+	}
+	r.stop(t, wait)
+	if h := health(); h.Bound {
+		t.Fatalf("after the stage stopped, health still says bound: %+v", h)
+	}
+}
+
+func TestMalformedControlIsIgnoredAndTheLinkKeepsRunning(t *testing.T) {
+	e := newEnv(t, smscsim.Options{NoReceipts: true})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, linkstate.ControlKey(link), []byte("pause please")); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(0, 5, nil)
+	e.run(e.linkOpts(100, 10, 2), fastRetries(5))
+	natstest.Eventually(t, wait, "want the messages sent despite the malformed control", func() bool { return e.acceptedEach(5) })
+}
