@@ -32,10 +32,11 @@ import (
 
 // Options configure the API.
 type Options struct {
-	MaxBodyBytes int64  // larger bodies get 413
-	MaxBatch     int    // more messages in one request get 413
-	Region       string // default region for numbers without a country prefix
-	MaxChars     int    // text limit in characters
+	MaxBodyBytes int64    // larger bodies get 413
+	MaxBatch     int      // more messages in one request get 413
+	Region       string   // default region for numbers without a country prefix
+	MaxChars     int      // text limit in characters
+	Links        []string // configured link names, for /v1/links
 }
 
 // API serves the /v1/messages endpoints.
@@ -63,6 +64,9 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", a.post)
 	mux.HandleFunc("GET /v1/messages/{id}", a.get)
+	mux.HandleFunc("GET /v1/links", a.listLinks)
+	mux.HandleFunc("POST /v1/links/{name}/pause", a.pauseLink(true))
+	mux.HandleFunc("POST /v1/links/{name}/resume", a.pauseLink(false))
 }
 
 // itemError is a field error of one message of a request.

@@ -171,6 +171,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		api := ingest.New(b.JS, pub, ingest.Options{
 			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxBatch: cfg.HTTP.MaxBatch,
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
+			Links: sortedKeys(cfg.Links),
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
 		mux := http.NewServeMux()
 		api.Register(mux)
