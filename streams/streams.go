@@ -102,11 +102,29 @@ func EgressConsumerName(pool string) string { return "egress-" + pool }
 // EgressSubject is the subject a pool's messages wait on.
 func EgressSubject(pool string) string { return "sms.egress." + pool }
 
+// PrioritySubject is the subject of a pool's priority lane: transactional
+// messages (one-time passwords) wait here, and a link takes from it first
+// whenever it holds a token, so they never queue behind a marketing backlog.
+func PrioritySubject(pool string) string { return EgressSubject(pool) + ".priority" }
+
+// PriorityConsumerName is the durable name of a pool's priority lane.
+func PriorityConsumerName(pool string) string { return EgressConsumerName(pool) + "-priority" }
+
 // EgressConsumer returns the consumer definition of one pool, made from the
 // template consumers/SMS_EGRESS-pool.json.
 func EgressConsumer(pool string) (jetstream.ConsumerConfig, error) {
+	return poolConsumer(pool, Egress+"-pool.json")
+}
+
+// PriorityConsumer returns the consumer definition of a pool's priority
+// lane, from consumers/SMS_EGRESS-pool-priority.json.
+func PriorityConsumer(pool string) (jetstream.ConsumerConfig, error) {
+	return poolConsumer(pool, Egress+"-pool-priority.json")
+}
+
+func poolConsumer(pool, template string) (jetstream.ConsumerConfig, error) {
 	var c jetstream.ConsumerConfig
-	if err := decode(path.Join("consumers", Egress+"-pool.json"), &c); err != nil {
+	if err := decode(path.Join("consumers", template), &c); err != nil {
 		return c, err
 	}
 	c.Durable = strings.ReplaceAll(c.Durable, poolPlaceholder, pool)
@@ -159,12 +177,14 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 		}
 	}
 	for _, p := range pools {
-		c, err := EgressConsumer(p)
-		if err != nil {
-			return err
-		}
-		if _, err := js.CreateOrUpdateConsumer(ctx, Egress, c); err != nil {
-			return fmt.Errorf("consumer %s/%s: %w", Egress, c.Durable, err)
+		for _, def := range []func(string) (jetstream.ConsumerConfig, error){EgressConsumer, PriorityConsumer} {
+			c, err := def(p)
+			if err != nil {
+				return err
+			}
+			if _, err := js.CreateOrUpdateConsumer(ctx, Egress, c); err != nil {
+				return fmt.Errorf("consumer %s/%s: %w", Egress, c.Durable, err)
+			}
 		}
 	}
 	return nil

@@ -69,4 +69,11 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if f := c.CachedInfo().Config.FilterSubject; f != streams.EgressSubject("cz") {
 		t.Errorf("egress-cz filter = %q, want %q", f, streams.EgressSubject("cz"))
 	}
+	pc, err := js.Consumer(ctx, streams.Egress, streams.PriorityConsumerName("cz"))
+	if err != nil {
+		t.Fatalf("priority consumer of pool cz: %v", err)
+	}
+	if f := pc.CachedInfo().Config.FilterSubject; f != streams.PrioritySubject("cz") {
+		t.Errorf("priority filter = %q, want %q", f, streams.PrioritySubject("cz"))
+	}
 }

@@ -110,13 +110,17 @@ func (s *Stage) Run(ctx context.Context) error {
 		return fmt.Errorf("egress: kv %s: %w", streams.BucketLinks, err)
 	}
 	// Every consumer first: an error must not leave links already running.
-	conss := make([]jetstream.Consumer, len(s.links))
+	conss := make([]lanes, len(s.links))
 	for i, lo := range s.links {
-		cons, err := s.js.Consumer(ctx, streams.Egress, streams.EgressConsumerName(lo.Pool))
+		bulk, err := s.js.Consumer(ctx, streams.Egress, streams.EgressConsumerName(lo.Pool))
 		if err != nil {
 			return fmt.Errorf("egress: consumer of pool %s: %w", lo.Pool, err)
 		}
-		conss[i] = cons
+		prio, err := s.js.Consumer(ctx, streams.Egress, streams.PriorityConsumerName(lo.Pool))
+		if err != nil {
+			return fmt.Errorf("egress: priority consumer of pool %s: %w", lo.Pool, err)
+		}
+		conss[i] = lanes{priority: prio, bulk: bulk}
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(s.links))
@@ -139,7 +143,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
-func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Consumer) error {
+func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 	log := s.log.With("link", lo.Name, "pool", lo.Pool)
 	// The link's token bucket lives in KV sms_pacing, shared by every
 	// instance that sends on the link. Every attempt, retries included, costs
@@ -204,7 +208,7 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons jetstream.Cons
 
 // worker is one slot of the link's window: wait until bound, take a token,
 // fetch one message, submit it, settle it.
-func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, gate *pauseGate, cons jetstream.Consumer, log *slog.Logger) {
+func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, gate *pauseGate, cons lanes, log *slog.Logger) {
 	for ctx.Err() == nil {
 		if err := link.WaitBound(ctx); err != nil {
 			return
@@ -215,7 +219,7 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		if err := p.wait(ctx); err != nil {
 			return
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		msg, err := cons.next()
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("fetch failed", "err", err)
@@ -223,13 +227,50 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 			}
 			continue
 		}
-		for msg := range batch.Messages() {
-			o := s.handle(hctx, lo, link, p, msg, log)
-			if err := consume.Settle(msg, o); err != nil {
-				log.Warn("settle failed", "outcome", o.String(), "err", err)
-			}
+		if msg == nil {
+			continue
+		}
+		o := s.handle(hctx, lo, link, p, msg, log)
+		if err := consume.Settle(msg, o); err != nil {
+			log.Warn("settle failed", "outcome", o.String(), "err", err)
 		}
 	}
+}
+
+// lanes are a pool's two consumers: the priority lane (transactional) and
+// the bulk of its messages.
+type lanes struct {
+	priority, bulk jetstream.Consumer
+}
+
+// bulkWait is how long an idle worker waits on the bulk lane before it
+// looks at the priority lane again (with a fresh token). It bounds the delay
+// of a transactional message on an idle link; on a busy one the bulk fetch
+// returns at once and the priority lane is checked before every submit.
+const bulkWait = 250 * time.Millisecond
+
+// next fetches one message for a worker that holds a token: from the
+// priority lane if it has one waiting, else from the bulk lane. A nil
+// message means both were empty.
+func (l lanes) next() (jetstream.Msg, error) {
+	if b, err := l.priority.FetchNoWait(1); err == nil {
+		var got jetstream.Msg
+		for m := range b.Messages() {
+			got = m
+		}
+		if got != nil {
+			return got, nil
+		}
+	}
+	b, err := l.bulk.Fetch(1, jetstream.FetchMaxWait(bulkWait))
+	if err != nil {
+		return nil, err
+	}
+	var got jetstream.Msg
+	for m := range b.Messages() {
+		got = m
+	}
+	return got, nil
 }
 
 // handle submits one message and decides its outcome.

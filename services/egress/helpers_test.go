@@ -133,7 +133,11 @@ func (e *env) publish(from, to int, edit func(*envelope.Message)) {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if _, err := e.js.Publish(ctx, streams.EgressSubject(pool), data, jetstream.WithMsgID(m.ID)); err != nil {
+		subject := streams.EgressSubject(pool)
+		if m.Kind == envelope.Transactional {
+			subject = streams.PrioritySubject(pool) // where policy puts them
+		}
+		if _, err := e.js.Publish(ctx, subject, data, jetstream.WithMsgID(m.ID)); err != nil {
 			e.t.Fatalf("publish %s: %v", m.ID, err)
 		}
 	}

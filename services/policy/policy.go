@@ -144,11 +144,16 @@ const maxForwardBytes = envelope.MaxEncodedBytes - 1024
 // input, which must not make the event too big to publish.
 const maxDetail = 1024
 
-// forward publishes m, encoded as data, to its pool. Nats-Msg-Id is the
+// forward publishes m, encoded as data, to its pool: transactional messages
+// to the pool's priority lane, the rest to sms.egress.<pool>. Nats-Msg-Id is the
 // message id, so a replay after a crash between this publish and the ack is
 // dropped.
 func (s *Stage) forward(ctx context.Context, m envelope.Message, data []byte) error {
-	_, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: streams.EgressSubject(m.Pool), Data: data}, jetstream.WithMsgID(m.ID))
+	subject := streams.EgressSubject(m.Pool)
+	if m.KindOrDefault() == envelope.Transactional {
+		subject = streams.PrioritySubject(m.Pool) // never behind a marketing backlog
+	}
+	_, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(m.ID))
 	if err != nil {
 		return fmt.Errorf("forward %s to pool %s: %w", m.ID, m.Pool, err)
 	}

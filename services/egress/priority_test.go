@@ -1,0 +1,38 @@
+package egress
+
+import (
+	"testing"
+
+	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/services/smscsim"
+)
+
+// A transactional message never waits behind a marketing backlog: it is the
+// next submit once the one in flight is done.
+func TestATransactionalMessageOvertakesAMarketingBacklog(t *testing.T) {
+	const backlog = 200
+	e := newEnv(t, smscsim.Options{NoReceipts: true})
+	e.publish(0, backlog, nil) // marketing
+	e.run(e.linkOpts(20, 1, 1), fastRetries(5))
+	natstest.Eventually(t, wait, "want the backlog flowing", func() bool { return e.sim.Accepted() >= 5 })
+
+	before := e.sim.Accepted()
+	e.publish(backlog, backlog+1, func(m *envelope.Message) { m.Kind = envelope.Transactional })
+	natstest.Eventually(t, wait, "want the transactional message sent", func() bool { return e.sim.AcceptedTo(simDst(backlog)) == 1 })
+	pos := -1
+	for i, s := range e.sim.Submits() {
+		if s.Dest == simDst(backlog) {
+			pos = i
+		}
+	}
+	// Window 1: at most one marketing submit was in flight or holding the
+	// token when it was queued, so it is at most the second submit after.
+	if pos > before+1 {
+		t.Fatalf("transactional message was submit #%d, queued when %d were done: it waited behind %d marketing submits",
+			pos, before, pos-before)
+	}
+	if e.sim.Accepted() >= backlog {
+		t.Fatal("the backlog drained before the check: the test proves nothing")
+	}
+}
