@@ -1,7 +1,9 @@
 package egress
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/smsflow/smsflow/pkg/envelope"
 	"github.com/smsflow/smsflow/pkg/natstest"
@@ -11,7 +13,7 @@ import (
 // A transactional message never waits behind a marketing backlog: it is the
 // next submit once the one in flight is done.
 func TestATransactionalMessageOvertakesAMarketingBacklog(t *testing.T) {
-	const backlog = 200
+	const backlog = 10000 // the figure: a campaign queued in the pool
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	e.publish(0, backlog, nil) // marketing
 	e.run(e.linkOpts(20, 1, 1), fastRetries(5))
@@ -34,5 +36,19 @@ func TestATransactionalMessageOvertakesAMarketingBacklog(t *testing.T) {
 	}
 	if e.sim.Accepted() >= backlog {
 		t.Fatal("the backlog drained before the check: the test proves nothing")
+	}
+}
+
+// Every part of a long message is a submit and costs a token: a 4-part
+// message and 12 short ones at 10/s, burst 1, never put more than 10 submits
+// in any second.
+func TestEveryPartOfALongMessageCostsAToken(t *testing.T) {
+	e := newEnv(t, smscsim.Options{NoReceipts: true})
+	e.publish(0, 1, func(m *envelope.Message) { m.Text = strings.Repeat("0123456789", 60) }) // 600 GSM chars: 4 parts
+	e.publish(1, 13, nil)
+	e.run(e.linkOpts(10, 1, 4), fastRetries(5))
+	natstest.Eventually(t, wait, "want all 16 submits", func() bool { return e.sim.Accepted() == 16 })
+	if got := e.sim.MaxInWindow(time.Second); got > 10 {
+		t.Fatalf("%d submits in one second on a 10/s link: parts were not paced", got)
 	}
 }
