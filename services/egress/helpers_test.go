@@ -76,8 +76,14 @@ type running struct {
 // unless the test stops it first.
 func (e *env) run(lo LinkOptions, opts Options) *running {
 	e.t.Helper()
+	return e.runLinks([]LinkOptions{lo}, opts)
+}
+
+// runLinks is run with several links.
+func (e *env) runLinks(los []LinkOptions, opts Options) *running {
+	e.t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
-	s := New(e.js, e.pub, []LinkOptions{lo}, opts, slog.New(slog.DiscardHandler), m)
+	s := New(e.js, e.pub, los, opts, slog.New(slog.DiscardHandler), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{m: m, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
