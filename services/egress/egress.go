@@ -219,6 +219,7 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		if err := p.wait(ctx); err != nil {
 			return
 		}
+		granted := time.Now()
 		msg, err := cons.next()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -229,6 +230,19 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		}
 		if msg == nil {
 			continue
+		}
+		// A token is a slot in time. One taken before a long fetch (an idle
+		// link waits up to bulkWait for work) is stale when the message
+		// comes: every idle worker of every instance would submit at once.
+		// Take a fresh one; the message waits at most one more slot.
+		if time.Since(granted) > staleToken {
+			if err := p.wait(hctx); err != nil {
+				o := consume.Retry(0)
+				if err := consume.Settle(msg, o); err != nil {
+					log.Warn("settle failed", "outcome", o.String(), "err", err)
+				}
+				return
+			}
 		}
 		o := s.handle(hctx, lo, link, p, msg, log)
 		if err := consume.Settle(msg, o); err != nil {
@@ -248,6 +262,11 @@ type lanes struct {
 // of a transactional message on an idle link; on a busy one the bulk fetch
 // returns at once and the priority lane is checked before every submit.
 const bulkWait = 250 * time.Millisecond
+
+// staleToken is how long after its grant a token may still be used. The
+// pacing guard leaves 10 ms a second of slack for late submits; a fetch that
+// returns at once takes well under a millisecond.
+const staleToken = 5 * time.Millisecond
 
 // next fetches one message for a worker that holds a token: from the
 // priority lane if it has one waiting, else from the bulk lane. A nil

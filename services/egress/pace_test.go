@@ -21,11 +21,11 @@ func TestPaceCutsOnAThrottleOncePerSecondAndRecoversToBelowTheOverrun(t *testing
 	if r := p.rate(); math.Abs(r-59.5) > 1e-9 {
 		t.Fatalf("rate after a throttle at 100/s = %v, want 70%% of a ceiling of 85", r)
 	}
-	p.throttled(t0.Add(500 * time.Millisecond)) // the same overrun, reported by another submit
+	p.accepted(t0.Add(500 * time.Millisecond)) // measuring: no climb yet
 	if r := p.rate(); math.Abs(r-59.5) > 1e-9 {
-		t.Fatalf("a second throttle within a second changed the rate to %v", r)
+		t.Fatalf("the rate moved to %v within the measuring second", r)
 	}
-	now := t0.Add(time.Second)
+	now := t0.Add(2 * time.Second)
 	for range 100 { // about a second of accepted submits
 		now = now.Add(10 * time.Millisecond)
 		p.accepted(now)
@@ -54,5 +54,40 @@ func TestPaceNeverGoesBelowOnePerSecond(t *testing.T) {
 	}
 	if r := p.rate(); r != 1 {
 		t.Fatalf("rate after a throttle every second for 30 s = %v, want the floor of 1", r)
+	}
+}
+
+func TestPaceSettlesBelowTheSMSCsLimitFromTheFractionItAccepts(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := newPace(&fakeGate{}, 100)
+	p.throttled(t0) // overran at 100/s: down to 59.5
+	// The SMSC's window still holds the overrun: ignored.
+	for i := range 20 {
+		p.throttled(t0.Add(time.Duration(i+1) * 40 * time.Millisecond))
+	}
+	// The second after at 59.5/s against an SMSC allowing 50/s: 50 accepted, 9 throttled.
+	t1 := t0.Add(time.Second)
+	now := t1
+	for i := range 59 {
+		now = t1.Add(time.Duration(i+1) * 16 * time.Millisecond)
+		if i%6 == 5 && i < 54 {
+			p.throttled(now)
+		} else {
+			p.accepted(now)
+		}
+	}
+	p.accepted(t1.Add(1001 * time.Millisecond)) // the measuring second is over
+	want := 59.5 * (51.0 / 60.0) * 0.97
+	if r := p.rate(); math.Abs(r-want) > 1e-6 {
+		t.Fatalf("rate after the measuring second = %v, want %.2f: the rate times the accepted fraction, less 3%%", r, want)
+	}
+	for i := range 200 {
+		p.accepted(t1.Add(2*time.Second + time.Duration(i)*20*time.Millisecond))
+	}
+	if r := p.rate(); math.Abs(r-want) > 1e-6 {
+		t.Fatalf("rate climbed to %v within the quiet minute, want it to stay at %.2f", r, want)
+	}
+	if p.throttles.Load() != 30 {
+		t.Fatalf("throttles = %d, want all 30 counted", p.throttles.Load())
 	}
 }
