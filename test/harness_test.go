@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
 )
 
@@ -65,7 +66,7 @@ type pipeline struct {
 	env      []string // extra SMSFLOW_ variables over the config file
 	stages   string   // --stages; "" runs every stage
 	cmd      *exec.Cmd
-	logs     *syncBuffer
+	logs     *natstest.Buffer
 	exited   chan error
 }
 
@@ -113,7 +114,7 @@ level = "debug"
 func (p *pipeline) start() {
 	t := p.t
 	t.Helper()
-	p.logs = &syncBuffer{}
+	p.logs = &natstest.Buffer{}
 	args := []string{"run", "--config", p.cfgPath}
 	if p.stages != "" {
 		args = append(args, "--stages", p.stages)
@@ -290,30 +291,4 @@ func (l *statusLog) waitTerminal(t *testing.T, d time.Duration, ids []string) ma
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and our reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Tail(n int) string {
-	str := s.String()
-	if len(str) > n {
-		str = str[len(str)-n:]
-	}
-	return strings.TrimSpace(str)
 }

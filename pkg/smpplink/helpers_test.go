@@ -1,10 +1,8 @@
 package smpplink_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,23 +42,4 @@ func open(t *testing.T, cfg smpplink.Config, log *slog.Logger) *smpplink.Link {
 		t.Fatalf("link not bound within %v: %v (last error %v)", wait, err, l.LastError())
 	}
 	return l
-}
-
-// logBuffer is a bytes.Buffer safe for the link's goroutines to log into
-// while the test reads it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

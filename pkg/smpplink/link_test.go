@@ -319,7 +319,7 @@ func TestCloseOfALinkThatNeverBoundReturns(t *testing.T) {
 
 func TestThePasswordNeverReachesTheLog(t *testing.T) {
 	sim := smscsim.NewServer(t, creds(smscsim.Options{NoReceipts: true}))
-	var buf logBuffer
+	var buf natstest.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	// A wrong password first: a bind failure logs its error...

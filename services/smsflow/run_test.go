@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -214,7 +213,7 @@ func TestDefaultConfigDeliversAMessageEndToEnd(t *testing.T) {
 	in := newInstance(t) // the embedded defaults, on free ports and a temp data dir
 	cfg := in.config(t)
 	reg := prometheus.NewRegistry()
-	var logs syncBuffer
+	var logs natstest.Buffer
 	log, err := newLogger(cfg.Log, &logs)
 	if err != nil {
 		t.Fatal(err)
@@ -422,7 +421,7 @@ func TestSecretsNeverReachTheLog(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := newInstance(t, append(tc.env, "SMSFLOW_LOG__LEVEL=debug", "SMSFLOW_SMSC_SIM__RECEIPT_DELAY=20ms")...)
-			var logs syncBuffer
+			var logs natstest.Buffer
 			// runCommand: the whole path a user takes, config and logger included.
 			r := start(t, func(ctx context.Context) error { return runCommand(ctx, nil, &logs, in.environ) })
 			if tc.deliver {
@@ -564,7 +563,7 @@ func TestDispatch(t *testing.T) {
 func TestSimCommandServesUntilCancelled(t *testing.T) {
 	verifyNoLeaks(t)
 	addr := freeAddr(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr natstest.Buffer
 	r := start(t, func(ctx context.Context) error {
 		return simCommand(ctx, []string{"--listen", addr, "--password", "S3cr3tPW"}, &stdout, &stderr)
 	})
@@ -583,24 +582,6 @@ func TestSimCommandServesUntilCancelled(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func sortedCopy(s []string) []string {
 	m := map[string]bool{}
