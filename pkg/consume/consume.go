@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -59,6 +60,21 @@ func Settle(msg jetstream.Msg, o Outcome) error {
 		return msg.Ack()
 	}
 }
+
+// SettleSync is Settle, but an ack waits for the server to confirm it
+// (double ack). For a stage where a lost ack costs more than a round trip:
+// egress, where a redelivered message would be submitted again.
+func SettleSync(ctx context.Context, msg jetstream.Msg, o Outcome) error {
+	if o.kind == kindAck {
+		return msg.DoubleAck(ctx)
+	}
+	return Settle(msg, o)
+}
+
+// Touch tells the server the message is still being worked on, resetting its
+// ack wait: for work that can outlast it (the parts of a long message on a
+// slow link).
+func Touch(msg jetstream.Msg) error { return msg.InProgress() }
 
 // Backoff is the retry delay of a message's next attempt: exponential in the
 // number of deliveries so far, capped at max, with full jitter (uniform in
@@ -156,7 +172,7 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, opts Options) 
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				o := h(hctx, msg)
+				o := safely(hctx, h, msg, log)
 				if err := Settle(msg, o); err != nil {
 					log.Warn("settle failed", "outcome", o.String(), "err", err)
 				}
@@ -167,6 +183,18 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, opts Options) 
 		}
 	}
 	return nil
+}
+
+// safely runs h, and terminates the message if h panics: a handler bug must
+// not take the process down on the same message after every restart.
+func safely(ctx context.Context, h Handler, msg jetstream.Msg, log *slog.Logger) (o Outcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("handler panicked; message terminated", "panic", r, "stack", string(debug.Stack()))
+			o = Term("handler panic")
+		}
+	}()
+	return h(ctx, msg)
 }
 
 // sleep waits d or until ctx is done.

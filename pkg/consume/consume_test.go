@@ -150,3 +150,34 @@ func TestBackoffGrowsIsCappedAndJittered(t *testing.T) {
 		}
 	}
 }
+
+func TestAPanickingHandlerTerminatesTheMessageAndRunGoesOn(t *testing.T) {
+	js, c := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, b := range []string{"boom", "fine"} {
+		if _, err := js.Publish(ctx, "t.x", []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var fine atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- consume.Run(ctx, c, func(_ context.Context, m jetstream.Msg) consume.Outcome {
+			if string(m.Data()) == "boom" {
+				panic("handler bug")
+			}
+			fine.Add(1)
+			return consume.Ack()
+		}, consume.Options{MaxWait: 100 * time.Millisecond})
+	}()
+	natstest.Eventually(t, 5*time.Second, "want the good message handled after the panic", func() bool { return fine.Load() == 1 })
+	natstest.Eventually(t, 5*time.Second, "want nothing left pending: the panicking message terminated", func() bool {
+		info, err := c.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

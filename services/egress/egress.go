@@ -216,7 +216,7 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		if err := gate.wait(ctx); err != nil {
 			return
 		}
-		if err := p.wait(ctx); err != nil {
+		if !s.token(ctx, p, log) {
 			return
 		}
 		granted := time.Now()
@@ -235,19 +235,39 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		// link waits up to bulkWait for work) is stale when the message
 		// comes: every idle worker of every instance would submit at once.
 		// Take a fresh one; the message waits at most one more slot.
-		if time.Since(granted) > staleToken {
-			if err := p.wait(hctx); err != nil {
-				o := consume.Retry(0)
-				if err := consume.Settle(msg, o); err != nil {
-					log.Warn("settle failed", "outcome", o.String(), "err", err)
-				}
-				return
-			}
+		if time.Since(granted) > staleToken && !s.token(ctx, p, log) {
+			s.settle(hctx, msg, consume.Retry(0), log) // shutting down: give it back
+			return
 		}
-		o := s.handle(hctx, lo, link, p, msg, log)
-		if err := consume.Settle(msg, o); err != nil {
-			log.Warn("settle failed", "outcome", o.String(), "err", err)
+		s.settle(hctx, msg, s.handle(hctx, lo, link, p, msg, log), log)
+	}
+}
+
+// token waits for a pacing token. The bucket is in KV: a NATS hiccup is
+// waited out (a worker that gave up would leave the link bound but idle
+// until a restart). It returns false only when ctx is done.
+func (s *Stage) token(ctx context.Context, p *pace, log *slog.Logger) bool {
+	for delay := 100 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
+		err := p.wait(ctx)
+		if err == nil {
+			return true
 		}
+		if ctx.Err() != nil {
+			return false
+		}
+		log.Warn("pacing unavailable, waiting", "retry_in", delay, "err", err)
+		sleep(ctx, delay)
+	}
+}
+
+// settle carries out o; an ack waits for the server's confirmation, since a
+// lost ack would bring the message back (the redelivery check then finds it
+// submitted, at the cost of a status read).
+func (s *Stage) settle(ctx context.Context, msg jetstream.Msg, o consume.Outcome, log *slog.Logger) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := consume.SettleSync(sctx, msg, o); err != nil {
+		log.Warn("settle failed", "outcome", o.String(), "err", err)
 	}
 }
 
@@ -315,23 +335,34 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 		return s.final(ctx, status.Event{ID: m.ID, Status: status.Failed, Reason: status.ReasonMaxAttempts, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt,
 			Detail: fmt.Sprintf("gave up after %d attempts", attempt-1)}, lo.Name, "max_attempts")
 	}
+	if attempt > 1 {
+		// Redelivered: a lost ack, a crash or a shutdown may have come after
+		// the SMSC accepted it. Submitting again would send a second SMS.
+		if o, done := s.redelivered(ctx, lo, m, log); done {
+			return o
+		}
+	}
 	src := m.From
 	if src == "" {
 		src = lo.Source
 	}
-	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: p.wait})
+	nextPart := func(ctx context.Context) error {
+		_ = consume.Touch(msg) // a long message on a slow link can outlast the ack wait
+		return p.wait(ctx)
+	}
+	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: nextPart})
 	if err != nil {
 		return s.submitFailed(ctx, lo, p, m, attempt, err, log)
 	}
 	p.accepted(time.Now())
 	s.m.submits.WithLabelValues(lo.Name, "ok").Inc()
 	if err := s.recordSubmitted(ctx, lo, m, attempt, res); err != nil {
-		// The SMSC has the message; a nak would send it again. The status and
-		// index writes are retried in recordSubmitted; past that, a duplicate
-		// is the lesser harm than a message that never reaches a final status.
+		// The SMSC has the message; recordSubmitted kept trying until the
+		// shutdown grace ran out. The redelivery check finds the submitted
+		// status if it was written; if not, the message is sent again.
 		s.m.duplicatesRisked.WithLabelValues(lo.Name).Inc()
-		log.Error("submitted but could not record it; will resubmit", "msg_id", m.ID, "err", err)
-		return consume.Retry(s.opts.BackoffMin)
+		log.Error("submitted but could not record it before shutdown", "msg_id", m.ID, "err", err)
+		return consume.Retry(0)
 	}
 	log.Debug("submitted", "msg_id", m.ID, "smsc_ids", res.IDs, "attempt", attempt)
 	return consume.Ack()
@@ -344,18 +375,56 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 func (s *Stage) recordSubmitted(ctx context.Context, lo LinkOptions, m envelope.Message, attempt int, res smpplink.Result) error {
 	ev := status.Event{ID: m.ID, Status: status.Submitted, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name,
 		SMSCID: strings.Join(res.IDs, ","), Parts: len(res.IDs), Attempt: attempt}
-	entry, _ := json.Marshal(IndexEntry{ID: m.ID, Parts: len(res.IDs)})
-	return retry(ctx, 10*time.Second, func(ctx context.Context) error {
+	// Only a record is retried here, never the submit: until ctx (the
+	// shutdown grace) ends, however long NATS is away.
+	return retry(ctx, 24*time.Hour, func(ctx context.Context) error {
 		if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 			return err
 		}
-		for _, id := range res.IDs {
-			if _, err := s.index.Put(ctx, dlr.Key(lo.Name, dlr.NormalizeID(id)), entry); err != nil {
-				return fmt.Errorf("index %s: %w", id, err)
-			}
-		}
-		return nil
+		return s.indexParts(ctx, lo.Name, m.ID, res.IDs)
 	})
+}
+
+// indexParts stores each part's SMSC id in sms_dlr_index.
+func (s *Stage) indexParts(ctx context.Context, link, id string, smscIDs []string) error {
+	entry, _ := json.Marshal(IndexEntry{ID: id, Parts: len(smscIDs)})
+	for _, sid := range smscIDs {
+		if _, err := s.index.Put(ctx, dlr.Key(link, dlr.NormalizeID(sid)), entry); err != nil {
+			return fmt.Errorf("index %s: %w", sid, err)
+		}
+	}
+	return nil
+}
+
+// redelivered decides a message that comes back after an earlier attempt.
+// If its latest status says the SMSC already has it (submitted) or its fate
+// is settled (terminal), it is acked without a second submit; a submitted
+// one gets its receipt index written again, in case the crash came between
+// the status and the index. done is false when it should be submitted.
+func (s *Stage) redelivered(ctx context.Context, lo LinkOptions, m envelope.Message, log *slog.Logger) (o consume.Outcome, done bool) {
+	ev, err := s.pub.Latest(ctx, m.ID)
+	switch {
+	case errors.Is(err, status.ErrNotFound):
+		return o, false
+	case err != nil:
+		// Cannot tell: wait rather than risk a second SMS.
+		return consume.Retry(s.opts.BackoffMin), true
+	case status.Terminal(ev.Status):
+		log.Info("redelivered message already final; not sent again", "msg_id", m.ID, "status", ev.Status)
+		return consume.Ack(), true
+	case ev.Status == status.Submitted:
+		link := ev.Link
+		if link == "" {
+			link = lo.Name
+		}
+		if err := s.indexParts(ctx, link, m.ID, strings.Split(ev.SMSCID, ",")); err != nil {
+			return consume.Retry(s.opts.BackoffMin), true
+		}
+		s.m.redeliveredSubmitted.WithLabelValues(lo.Name).Inc()
+		log.Info("redelivered message was already submitted; not sent again", "msg_id", m.ID, "smsc_id", ev.SMSCID)
+		return consume.Ack(), true
+	}
+	return o, false
 }
 
 // IndexEntry is the value of an sms_dlr_index key.
