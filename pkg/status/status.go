@@ -2,12 +2,13 @@
 // per change on sms.status.<id> in the SMS_STATUS stream.
 //
 // Every message ends in exactly one terminal status. Publish makes that hold
-// across stages, instances and crashes: a non-terminal event is published
-// with a Nats-Msg-Id derived from (id, status, attempt), so a replay is
-// dropped by the stream; a terminal event is published with a
-// compare-and-set on the message's subject (Nats-Expected-Last-Subject-Sequence),
-// so two terminal events for one message cannot both land, even when they race
-// (a receipt for a duplicate submit against a permanent failure, say).
+// across stages, instances and crashes, and for as long as the stream keeps
+// the history: every event is published with a compare-and-set on the
+// message's subject (Nats-Expected-Last-Subject-Sequence) after reading the
+// latest event, so once a terminal event is last nothing lands after it,
+// even when writers race (a receipt for a duplicate submit against a
+// permanent failure, say, or a replayed "queued" hours later). A Nats-Msg-Id
+// derived from (id, status, attempt) drops quick replays on top.
 package status
 
 import (
@@ -109,10 +110,14 @@ func NewPublisher(ctx context.Context, js jetstream.JetStream) (*Publisher, erro
 // round means another event landed in between, which cannot go on for long.
 const casAttempts = 8
 
-// Publish writes ev (At defaults to now). A nil error means the event is in
-// the stream, or was a replay the stream dropped; ErrAlreadyFinal means a
-// terminal event lost to an earlier one; any other error means nothing is
-// known and the caller should retry (nak).
+// Publish writes ev (At defaults to now). Every event is written with a
+// compare-and-set on the message's subject, after reading its latest event:
+// nothing lands after a terminal one. A nil error means the event is in the
+// stream, or was a replay the stream dropped, or was a non-terminal event for
+// a message already final (dropped: history stays in order and the terminal
+// status stays last); ErrAlreadyFinal means a terminal event lost to an
+// earlier one; any other error means nothing is known and the caller should
+// retry (nak).
 func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 	if ev.At.IsZero() {
 		ev.At = time.Now().UTC()
@@ -122,12 +127,10 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 		return fmt.Errorf("status: encode: %w", err)
 	}
 	msg := &nats.Msg{Subject: Subject(ev.ID), Data: data}
-	if !Terminal(ev.Status) {
-		_, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(eventMsgID(ev)))
-		if err != nil {
-			return fmt.Errorf("status: publish %s %s: %w", ev.ID, ev.Status, err)
-		}
-		return nil
+	terminal := Terminal(ev.Status)
+	msgID := eventMsgID(ev)
+	if terminal {
+		msgID = ev.ID + ".final"
 	}
 	for range casAttempts {
 		var last uint64
@@ -139,11 +142,14 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 		default:
 			var prev Event
 			if json.Unmarshal(raw.Data, &prev) == nil && Terminal(prev.Status) {
-				return ErrAlreadyFinal
+				if terminal {
+					return ErrAlreadyFinal
+				}
+				return nil
 			}
 			last = raw.Sequence
 		}
-		_, err = p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID+".final"), jetstream.WithExpectLastSequencePerSubject(last))
+		_, err = p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(last))
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {

@@ -127,3 +127,46 @@ func TestAnUnknownMessageIsNotFound(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Long after the dedup window, a replayed non-terminal event must not land
+// after the terminal one (else a later terminal would see it last and land
+// too): the check is on the stream's content, not on Nats-Msg-Id.
+func TestNothingLandsAfterATerminalEventEvenPastTheDedupWindow(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx := context.Background()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, streams.Status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	p, err := status.NewPublisher(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []string{status.Submitted, status.Delivered} {
+		if err := p.Publish(ctx, status.Event{ID: "late", Status: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // past the dedup window
+	if err := p.Publish(ctx, status.Event{ID: "late", Status: status.Queued}); err != nil {
+		t.Fatalf("a late non-terminal event: %v, want nil (dropped)", err)
+	}
+	if err := p.Publish(ctx, status.Event{ID: "late", Status: status.Undelivered}); !errors.Is(err, status.ErrAlreadyFinal) {
+		t.Fatalf("a second terminal event past the dedup window: %v, want ErrAlreadyFinal", err)
+	}
+	h, err := p.History(ctx, "late", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 2 || h[1].Status != status.Delivered {
+		t.Fatalf("history = %+v, want submitted, delivered and nothing after", h)
+	}
+}

@@ -390,9 +390,9 @@ func TestGettingAMessageStatus(t *testing.T) {
 			wantHistory: []string{status.Accepted, status.Queued, status.Submitted, status.Delivered}},
 		{name: "a rejected message shows its reason", id: "rejected", wantCode: http.StatusOK, wantStatus: status.Rejected,
 			wantReason: status.ReasonNoRoute, wantFinal: true, wantHistory: []string{status.Accepted, status.Rejected}},
-		{name: "the terminal status wins over an event after it", id: "late-event", wantCode: http.StatusOK, wantStatus: status.Failed,
+		{name: "an event after the terminal status is not recorded", id: "late-event", wantCode: http.StatusOK, wantStatus: status.Failed,
 			wantReason: status.ReasonPermanent, wantFinal: true,
-			wantHistory: []string{status.Accepted, status.Queued, status.Submitted, status.Failed, status.SubmitUnknown}},
+			wantHistory: []string{status.Accepted, status.Queued, status.Submitted, status.Failed}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := e.do(t, http.MethodGet, "/v1/messages/"+tc.id, nil)

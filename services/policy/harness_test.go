@@ -239,7 +239,7 @@ func sum(v *prometheus.CounterVec, labels ...string) float64 {
 }
 
 var (
-	results = []string{"queued", "rejected", "expired"}
+	results = []string{"queued", "rejected", "expired", "already_handled"}
 	reasons = []string{status.ReasonInvalid, status.ReasonBlacklist, status.ReasonOptedOut, status.ReasonDuplicate,
 		status.ReasonDailyCP, status.ReasonWeeklyCP, status.ReasonNoRoute}
 )

@@ -96,6 +96,19 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		s.log.Warn("invalid envelope rejected", "msg_id", m.ID, "seq", md.Sequence.Stream, "err", err)
 		return s.reject(ctx, msg, m, status.ReasonInvalid, err.Error())
 	}
+	// A message whose status went past "accepted" was handled already: a
+	// redelivery after a crash past the forward (which the egress stream's
+	// dedup window would not catch if the restart took longer), or the same
+	// id sent again after the 24 h dedup window. Sending it again would be a
+	// second SMS.
+	switch prev, err := s.pub.Latest(ctx, m.ID); {
+	case err == nil && prev.Status != status.Accepted:
+		s.m.out.WithLabelValues("already_handled").Inc()
+		s.log.Warn("message id already handled; not sent again", "msg_id", m.ID, "status", prev.Status, "deliveries", md.NumDelivered)
+		return consume.Ack()
+	case err != nil && !errors.Is(err, status.ErrNotFound):
+		return s.retry(msg, err)
+	}
 	m.AcceptedAt = md.Timestamp.UTC()
 	if m.TTL > 0 {
 		m.ExpiresAt = m.AcceptedAt.Add(m.TTL)
@@ -235,7 +248,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	m := &Metrics{
 		out: f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "messages_total",
-			Help: "Messages the policy stage finished, by result (queued, rejected, expired)."}, []string{"result"}),
+			Help: "Messages the policy stage finished, by result (queued, rejected, expired, already_handled: the id had been handled before)."}, []string{"result"}),
 		rejected: f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "rejected_total",
 			Help: "Messages rejected by policy, by reason."}, []string{"reason"}),
 		poison: f.NewCounter(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "invalid_envelopes_total",
@@ -243,7 +256,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		retries: f.NewCounter(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "retries_total",
 			Help: "Messages given back to the broker because a write failed or a check could not decide."}),
 	}
-	for _, r := range []string{"queued", "rejected", "expired"} {
+	for _, r := range []string{"queued", "rejected", "expired", "already_handled"} {
 		m.out.WithLabelValues(r)
 	}
 	for _, r := range []string{status.ReasonInvalid, status.ReasonBlacklist, status.ReasonOptedOut, status.ReasonDuplicate,
