@@ -101,6 +101,11 @@ func (c Config) validatePools(v *validator) {
 		p := c.Pools[name]
 		key := "pools." + name
 		v.name(key, name)
+		if strings.HasSuffix(name, "-priority") {
+			// A pool's priority lane is the consumer egress-<pool>-priority:
+			// a pool named x-priority would share it with pool x.
+			v.addf("%s: a pool name must not end in -priority (reserved for priority lanes)", key)
+		}
 		if len(p.Links) == 0 {
 			v.addf("%s.links: must name at least one link", key)
 		}

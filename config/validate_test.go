@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +164,18 @@ func TestValidateAcceptsWhatTheDefaultsLeaveOptional(t *testing.T) {
 func TestValidateOfTheZeroConfigFailsWithoutPanicking(t *testing.T) {
 	if err := (Config{}).Validate(); err == nil {
 		t.Error("Validate() of the zero Config = nil, want errors")
+	}
+}
+
+func TestAPoolNameEndingInPriorityIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	body := "[links.a]\naddress = \"127.0.0.1:2775\"\nsystem_id = \"s\"\npassword = \"p\"\nrate = 10\n" +
+		"[pools.bulk-priority]\nlinks = [\"a\"]\n[policy]\ndefault_pool = \"bulk-priority\"\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path, func() []string { return nil })
+	if err == nil || !strings.Contains(err.Error(), "pools.bulk-priority") {
+		t.Fatalf("err = %v, want one naming pools.bulk-priority", err)
 	}
 }

@@ -145,3 +145,14 @@ func TestPeekIDFindsTheIdOfAnEnvelopeThatDoesNotDecode(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareRefusesAFutureSendAtRatherThanSendingEarly(t *testing.T) {
+	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	_, errs := Prepare(Message{To: "+420600000001", Text: "Black Friday", SendAt: now.Add(5 * time.Hour)}, now, "", 0)
+	if len(errs) != 1 || errs[0].Field != "send_at" {
+		t.Fatalf("errors = %v, want one on send_at", errs)
+	}
+	if _, errs := Prepare(Message{To: "+420600000001", Text: "x", SendAt: now.Add(-time.Minute)}, now, "", 0); len(errs) != 0 {
+		t.Fatalf("a send_at in the past: %v, want no error", errs)
+	}
+}

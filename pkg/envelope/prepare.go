@@ -24,6 +24,12 @@ func Prepare(m Message, now time.Time, region string, maxChars int) (Message, []
 			m.To = to
 		}
 	}
+	if !m.SendAt.IsZero() && m.SendAt.After(now) {
+		// Until the policy stage holds messages with the server's message
+		// scheduling, a future send_at is refused rather than sent early:
+		// a campaign meant for 14:00 must not go out in the morning.
+		errs = append(errs, FieldError{Field: "send_at", Msg: "scheduled sending is not supported yet; leave send_at out or in the past"})
+	}
 	if n := utf8.RuneCountInString(m.Text); maxChars > 0 && n > maxChars {
 		errs = append(errs, FieldError{Field: "text", Msg: fmt.Sprintf("is %d characters, more than %d", n, maxChars)})
 	}

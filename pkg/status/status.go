@@ -196,7 +196,9 @@ func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, e
 	if err != nil {
 		return nil, fmt.Errorf("status: history of %s: %w", id, err)
 	}
-	c, err := p.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(id)}})
+	// A short inactive threshold: each call makes a consumer, and a dashboard
+	// polling every second must not leave thousands behind on the server.
+	c, err := p.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(id)}, InactiveThreshold: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("status: history of %s: %w", id, err)
 	}

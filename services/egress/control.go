@@ -77,15 +77,15 @@ func (s *Stage) watchControl(ctx context.Context, lo LinkOptions, gate *pauseGat
 	}
 }
 
-// instanceID names this process in health reports.
-var instanceID = func() string {
+// instanceName names this process in health reports: host and pid.
+func instanceName() string {
 	h, _ := os.Hostname()
 	return h + ":" + strconv.Itoa(os.Getpid())
-}()
+}
 
 // health is the link's state now, as this instance sees it.
 func (s *Stage) health(lo LinkOptions, link *smpplink.Link, p *pace, gate *pauseGate) linkstate.Health {
-	h := linkstate.Health{Link: lo.Name, Pool: lo.Pool, Instance: instanceID, Bound: link.Bound(), Paused: gate.isPaused(),
+	h := linkstate.Health{Link: lo.Name, Pool: lo.Pool, Instance: s.instance, Bound: link.Bound(), Paused: gate.isPaused(),
 		ConfiguredRate: float64(lo.Rate), EffectiveRate: p.rate(), Throttles: p.throttles.Load()}
 	if err := link.LastError(); err != nil {
 		h.LastError = err.Error()

@@ -53,6 +53,7 @@ type Stage struct {
 	index    jetstream.KeyValue
 	pacingKV jetstream.KeyValue
 	linksKV  jetstream.KeyValue
+	instance string // host:pid, in health reports
 	links    []LinkOptions
 	opts     Options
 	log      *slog.Logger
@@ -79,7 +80,7 @@ func New(js jetstream.JetStream, pub *status.Publisher, links []LinkOptions, opt
 	for _, l := range links {
 		m.touch(l.Name)
 	}
-	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}}
+	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}, instance: instanceName()}
 }
 
 // BoundLinks returns how many links are bound now (for /readyz).

@@ -109,6 +109,7 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	datas := make([][]byte, len(raws))
 	var errs []itemError
 	now := a.now()
+	firstWith := map[string]int{} // Nats-Msg-Id -> index of the first message using it
 	for i, raw := range raws {
 		m, err := envelope.Decode(raw)
 		if err != nil {
@@ -129,6 +130,17 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		if m.ID == "" {
 			m.ID = idFor(m, now)
 		}
+		// Two messages of one request with one idempotency key: the stream
+		// would keep the first and drop the second, yet answer its id.
+		if j, dup := firstWith[m.MsgID()]; dup {
+			field := "id"
+			if m.ExternalID != "" {
+				field = "external_id"
+			}
+			errs = append(errs, itemError{Index: i, Field: field, Error: fmt.Sprintf("same as message %d: each message needs its own", j)})
+			continue
+		}
+		firstWith[m.MsgID()] = i
 		data, err := envelope.Encode(m)
 		if err == nil && len(data) > maxQueueBytes {
 			err = fmt.Errorf("envelope is %d bytes once encoded, more than %d", len(data), maxQueueBytes)

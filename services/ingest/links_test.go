@@ -52,3 +52,13 @@ func TestLinksCanBePausedResumedAndListed(t *testing.T) {
 		t.Fatal("still paused after resume")
 	}
 }
+
+func TestABatchWithOneIdempotencyKeyTwiceIsRefused(t *testing.T) {
+	e := newEnv(t, Options{})
+	body := []byte(`{"messages":[{"to":"+420600000001","text":"a","external_id":"k1"},{"to":"+420600000002","text":"b","external_id":"k1"},{"id":"x","to":"+420600000003","text":"c"},{"id":"x","to":"+420600000004","text":"d"}]}`)
+	r := e.post(t, body)
+	if r.code != http.StatusBadRequest || len(r.body.Errors) != 2 ||
+		r.body.Errors[0].Index != 1 || r.body.Errors[0].Field != "external_id" || r.body.Errors[1].Index != 3 || r.body.Errors[1].Field != "id" {
+		t.Fatalf("HTTP %d %s; want 400 naming external_id of message 1 and id of message 3", r.code, r.raw)
+	}
+}
