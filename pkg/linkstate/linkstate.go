@@ -3,7 +3,7 @@
 // (paused or not). Egress writes health and obeys control; the HTTP API and
 // the nats CLI read health and write control:
 //
-//	nats kv get sms_links health.sim1
+//	nats kv ls sms_links                       (health.<link>.<instance>, control.<link>)
 //	nats kv put sms_links control.sim1 '{"paused":true,"reason":"maintenance"}'
 package linkstate
 
@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Health is a link's state as one egress instance sees it. With several
-// instances on one link, the latest report wins; Instance says whose it is.
+// Health is a link's state as one egress instance sees it. Each instance
+// reports under its own key; View adds them up per link.
 type Health struct {
 	Link           string    `json:"link"`
 	Pool           string    `json:"pool"`
@@ -41,9 +41,29 @@ type Control struct {
 	At     time.Time `json:"at"`
 }
 
-// HealthKey and ControlKey are the KV keys of a link.
-func HealthKey(link string) string  { return "health." + link }
-func ControlKey(link string) string { return "control." + link }
+// HealthKey is the key of one instance's report on a link; ControlKey the
+// link's control, shared by all instances.
+func HealthKey(link, instance string) string { return "health." + link + "." + token(instance) }
+func ControlKey(link string) string          { return "control." + link }
+
+// token makes s a single KV key token: [A-Za-z0-9_-], others become '_'.
+func token(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
+
+// Stale is how old a report may be before View ignores it: an instance
+// reports at least every 30 s, so one silent for longer is gone (crashed;
+// a clean stop deletes its report).
+const Stale = 90 * time.Second
 
 // PutHealth records h.
 func PutHealth(ctx context.Context, kv jetstream.KeyValue, h Health) error {
@@ -51,8 +71,13 @@ func PutHealth(ctx context.Context, kv jetstream.KeyValue, h Health) error {
 	if err != nil {
 		return err
 	}
-	_, err = kv.Put(ctx, HealthKey(h.Link), b)
+	_, err = kv.Put(ctx, HealthKey(h.Link, h.Instance), b)
 	return err
+}
+
+// DeleteHealth removes an instance's report, when it stops sending on the link.
+func DeleteHealth(ctx context.Context, kv jetstream.KeyValue, link, instance string) error {
+	return kv.Delete(ctx, HealthKey(link, instance))
 }
 
 // SetPaused pauses or resumes a link on every instance.
@@ -80,15 +105,18 @@ func ParseControl(b []byte) (Control, error) {
 	return c, nil
 }
 
-// View is a link's health and control, for the API.
+// View is a link's state for the API: the fresh reports of the instances
+// sending on it, added up (bound if any is, the lowest effective rate, the
+// sum of throttles, the newest error), and its control.
 type View struct {
 	Health
-	Control *Control `json:"control,omitempty"`
+	Instances []Health `json:"instances"`
+	Control   *Control `json:"control,omitempty"`
 }
 
-// List returns every link that has reported health or has a control entry,
-// sorted by name.
-func List(ctx context.Context, kv jetstream.KeyValue) ([]View, error) {
+// List returns every link that has a fresh report or a control entry,
+// sorted by name. now decides which reports are stale.
+func List(ctx context.Context, kv jetstream.KeyValue, now time.Time) ([]View, error) {
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -103,7 +131,7 @@ func List(ctx context.Context, kv jetstream.KeyValue) ([]View, error) {
 		return v
 	}
 	for key := range keys.Keys() {
-		kind, link, ok := strings.Cut(key, ".")
+		kind, rest, ok := strings.Cut(key, ".")
 		if !ok {
 			continue
 		}
@@ -117,21 +145,49 @@ func List(ctx context.Context, kv jetstream.KeyValue) ([]View, error) {
 		switch kind {
 		case "health":
 			var h Health
-			if json.Unmarshal(e.Value(), &h) == nil {
-				get(link).Health = h
+			if json.Unmarshal(e.Value(), &h) == nil && h.Link != "" && now.Sub(h.UpdatedAt) <= Stale {
+				v := get(h.Link)
+				v.Instances = append(v.Instances, h)
 			}
 		case "control":
 			if c, err := ParseControl(e.Value()); err == nil {
-				get(link).Control = &c
+				get(rest).Control = &c
 			}
 		}
 	}
 	out := make([]View, 0, len(views))
 	for _, v := range views {
+		v.sum()
 		out = append(out, *v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Link < out[j].Link })
 	return out, nil
+}
+
+// sum adds up the instances' reports into v.Health.
+func (v *View) sum() {
+	sort.Slice(v.Instances, func(i, j int) bool { return v.Instances[i].Instance < v.Instances[j].Instance })
+	var errAt time.Time
+	for _, h := range v.Instances {
+		v.Pool = h.Pool
+		v.Bound = v.Bound || h.Bound
+		v.Paused = v.Paused || h.Paused
+		v.ConfiguredRate = max(v.ConfiguredRate, h.ConfiguredRate)
+		if h.Bound && (v.EffectiveRate == 0 || h.EffectiveRate < v.EffectiveRate) {
+			v.EffectiveRate = h.EffectiveRate
+		}
+		v.Throttles += h.Throttles
+		if h.LastError != "" && h.UpdatedAt.After(errAt) {
+			v.LastError, errAt = h.LastError, h.UpdatedAt
+		}
+		if h.UpdatedAt.After(v.UpdatedAt) {
+			v.UpdatedAt = h.UpdatedAt
+		}
+	}
+	v.Instance = ""
+	if v.Control != nil {
+		v.Paused = v.Control.Paused
+	}
 }
 
 // WatchControl calls f with the link's control now and on every change, until

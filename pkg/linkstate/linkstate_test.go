@@ -75,22 +75,39 @@ func TestWatchControlSeesPauseResumeAndDelete(t *testing.T) {
 	}
 }
 
-func TestListJoinsHealthAndControlByLink(t *testing.T) {
+func TestListAddsUpTheInstancesOfALinkAndForgetsStaleOnes(t *testing.T) {
 	kv := bucket(t)
 	ctx := context.Background()
-	if err := linkstate.PutHealth(ctx, kv, linkstate.Health{Link: "b", Bound: true, ConfiguredRate: 50, EffectiveRate: 35, Throttles: 3}); err != nil {
-		t.Fatal(err)
+	now := time.Now().UTC()
+	for _, h := range []linkstate.Health{
+		{Link: "b", Instance: "host1:10", Bound: true, ConfiguredRate: 50, EffectiveRate: 35, Throttles: 3, UpdatedAt: now},
+		{Link: "b", Instance: "host2:20", Bound: false, ConfiguredRate: 50, EffectiveRate: 50, Throttles: 1, LastError: "EOF", UpdatedAt: now},
+		{Link: "b", Instance: "host3:30", Bound: true, ConfiguredRate: 50, EffectiveRate: 10, Throttles: 100, UpdatedAt: now.Add(-2 * linkstate.Stale)},
+	} {
+		if err := linkstate.PutHealth(ctx, kv, h); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := linkstate.SetPaused(ctx, kv, "a", true, "carrier outage"); err != nil {
 		t.Fatal(err)
 	}
-	views, err := linkstate.List(ctx, kv)
+	views, err := linkstate.List(ctx, kv, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(views) != 2 || views[0].Link != "a" || views[0].Control == nil || !views[0].Control.Paused ||
-		views[1].Link != "b" || !views[1].Bound || views[1].EffectiveRate != 35 || views[1].Control != nil {
-		t.Fatalf("List = %+v", views)
+	if len(views) != 2 || views[0].Link != "a" || views[0].Control == nil || !views[0].Paused {
+		t.Fatalf("views = %+v, want a paused link a first", views)
+	}
+	b := views[1]
+	if b.Link != "b" || len(b.Instances) != 2 || !b.Bound || b.EffectiveRate != 35 || b.Throttles != 4 || b.LastError != "EOF" || b.Control != nil {
+		t.Fatalf("link b = %+v; want 2 fresh instances, bound, rate 35, 4 throttles, last error EOF", b)
+	}
+	if err := linkstate.DeleteHealth(ctx, kv, "b", "host1:10"); err != nil {
+		t.Fatal(err)
+	}
+	views, _ = linkstate.List(ctx, kv, now)
+	if len(views[1].Instances) != 1 || views[1].Bound {
+		t.Fatalf("after host1 stopped: %+v, want one unbound instance", views[1])
 	}
 }
 

@@ -2,7 +2,6 @@ package egress
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -29,18 +28,18 @@ func TestAPausedLinkSendsNothingUntilItIsResumed(t *testing.T) {
 	e.publish(0, n, nil)
 	r := e.run(e.linkOpts(100, 10, 4), fastRetries(5))
 
-	health := func() linkstate.Health {
-		entry, err := kv.Get(ctx, linkstate.HealthKey(link))
-		if err != nil {
-			return linkstate.Health{}
+	health := func() linkstate.View {
+		views, err := linkstate.List(ctx, kv, time.Now())
+		for _, v := range views {
+			if err == nil && v.Link == link {
+				return v
+			}
 		}
-		var h linkstate.Health
-		_ = json.Unmarshal(entry.Value(), &h)
-		return h
+		return linkstate.View{}
 	}
 	natstest.Eventually(t, wait, "want health in sms_links: bound and paused", func() bool {
 		h := health()
-		return h.Bound && h.Paused && h.ConfiguredRate == 100 && h.Instance != ""
+		return h.Bound && h.Paused && h.ConfiguredRate == 100 && len(h.Instances) == 1 && h.Instances[0].Instance != ""
 	})
 	// Bound, paused, twenty messages waiting: give it time to misbehave.
 	time.Sleep(500 * time.Millisecond)
@@ -57,13 +56,13 @@ func TestAPausedLinkSendsNothingUntilItIsResumed(t *testing.T) {
 	e.acceptedOnce(n)
 	natstest.Eventually(t, wait, "want health to say running again", func() bool { return !health().Paused })
 
-	views, err := linkstate.List(ctx, kv)
+	views, err := linkstate.List(ctx, kv, time.Now())
 	if err != nil || len(views) != 1 || views[0].Link != link || views[0].Control == nil || views[0].Control.Paused {
 		t.Fatalf("List = %+v, %v; want link l1 with a resumed control", views, err)
 	}
 	r.stop(t, wait)
-	if h := health(); h.Bound {
-		t.Fatalf("after the stage stopped, health still says bound: %+v", h)
+	if h := health(); h.Bound || len(h.Instances) != 0 {
+		t.Fatalf("after the stage stopped, its report is still there: %+v", h)
 	}
 }
 

@@ -176,12 +176,11 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 		s.mu.Lock()
 		delete(s.open, lo.Name)
 		s.mu.Unlock()
-		// The last word in sms_links: this instance no longer holds the link.
+		// The last word in sms_links: this instance no longer sends on the
+		// link (the others' reports stand).
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
-		h := s.health(lo, link, p, gate)
-		h.UpdatedAt = time.Now().UTC()
-		_ = linkstate.PutHealth(fctx, s.linksKV, h)
+		_ = linkstate.DeleteHealth(fctx, s.linksKV, lo.Name, s.instance)
 		s.m.bound.WithLabelValues(lo.Name).Set(0)
 		log.Info("link stopped")
 	}()

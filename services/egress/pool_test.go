@@ -2,8 +2,8 @@ package egress
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/smsflow/smsflow/pkg/linkstate"
 	"github.com/smsflow/smsflow/pkg/natstest"
@@ -38,9 +38,13 @@ func TestAPoolKeepsSendingWhenOneLinkIsDownAndTakesItBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, wait, "want l2 reported unbound in sms_links", func() bool {
-		entry, err := kv.Get(ctx, linkstate.HealthKey("l2"))
-		var h linkstate.Health
-		return err == nil && json.Unmarshal(entry.Value(), &h) == nil && !h.Bound
+		views, err := linkstate.List(ctx, kv, time.Now())
+		for _, v := range views {
+			if err == nil && v.Link == "l2" && len(v.Instances) == 1 {
+				return !v.Bound
+			}
+		}
+		return false
 	})
 	natstest.Eventually(t, wait, "want l1 to carry the pool alone", func() bool { return e.sim.Accepted() >= at1+20 })
 

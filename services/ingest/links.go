@@ -20,7 +20,7 @@ func (a *API) listLinks(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusServiceUnavailable, "link state unavailable", nil)
 		return
 	}
-	views, err := linkstate.List(ctx, kv)
+	views, err := linkstate.List(ctx, kv, time.Now())
 	if err != nil {
 		a.fail(w, http.StatusServiceUnavailable, "link state unavailable", nil)
 		return

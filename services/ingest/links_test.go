@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/smsflow/smsflow/pkg/linkstate"
 	"github.com/smsflow/smsflow/streams"
@@ -17,7 +18,7 @@ func TestLinksCanBePausedResumedAndListed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := linkstate.PutHealth(ctx, kv, linkstate.Health{Link: "cz2", Bound: true, ConfiguredRate: 50, EffectiveRate: 50}); err != nil {
+	if err := linkstate.PutHealth(ctx, kv, linkstate.Health{Link: "cz2", Instance: "h:1", Bound: true, ConfiguredRate: 50, EffectiveRate: 50, UpdatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if r := e.do(t, http.MethodPost, "/v1/links/cz1/pause?reason=maintenance", nil); r.code != http.StatusOK {
