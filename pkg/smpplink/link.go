@@ -307,6 +307,12 @@ type Short struct {
 	// long message: each part is a submit_sm and costs a pacing token (the
 	// caller took the first one before it fetched the message).
 	NextPart func(ctx context.Context) error
+	// TokenAt is when the caller's token for the first part was granted.
+	// When more than MaxLate has passed by the time the first part would go
+	// out (a slow status read, a full window), NextPart is called for a
+	// fresh one first: a late submit crowds the next slot.
+	TokenAt time.Time
+	MaxLate time.Duration
 }
 
 // Result of a successful submit: the SMSC's message id of every part.
@@ -341,6 +347,11 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 			sm.Register = pdufield.FinalDeliveryReceipt
 		}
 		return sm
+	}
+	if m.NextPart != nil && !m.TokenAt.IsZero() && time.Since(m.TokenAt) > m.MaxLate {
+		if err := m.NextPart(ctx); err != nil {
+			return Result{}, l.fail(err)
+		}
 	}
 	if single {
 		r, err := tx.Submit(short(codec, 0))

@@ -235,11 +235,14 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		// link waits up to bulkWait for work) is stale when the message
 		// comes: every idle worker of every instance would submit at once.
 		// Take a fresh one; the message waits at most one more slot.
-		if time.Since(granted) > staleToken && !s.token(ctx, p, log) {
-			s.settle(hctx, msg, consume.Retry(0), log) // shutting down: give it back
-			return
+		if time.Since(granted) > staleToken {
+			if !s.token(ctx, p, log) {
+				s.settle(hctx, msg, consume.Retry(0), log) // shutting down: give it back
+				return
+			}
+			granted = time.Now()
 		}
-		s.settle(hctx, msg, s.handle(hctx, lo, link, p, msg, log), log)
+		s.settle(hctx, msg, s.handle(hctx, lo, link, p, msg, granted, log), log)
 	}
 }
 
@@ -313,7 +316,7 @@ func (l lanes) next() (jetstream.Msg, error) {
 }
 
 // handle submits one message and decides its outcome.
-func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, msg jetstream.Msg, log *slog.Logger) consume.Outcome {
+func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, msg jetstream.Msg, granted time.Time, log *slog.Logger) consume.Outcome {
 	md, err := msg.Metadata()
 	if err != nil {
 		return consume.Term("no metadata: " + err.Error())
@@ -350,7 +353,8 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 		_ = consume.Touch(msg) // a long message on a slow link can outlast the ack wait
 		return p.wait(ctx)
 	}
-	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: nextPart})
+	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: nextPart,
+		TokenAt: granted, MaxLate: staleToken})
 	if err != nil {
 		return s.submitFailed(ctx, lo, p, m, attempt, err, log)
 	}
