@@ -349,6 +349,14 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 	if src == "" {
 		src = lo.Source
 	}
+	if p.cutSince(granted) {
+		// The SMSC throttled the link after this token was granted: the
+		// token is from the rate that overran. Wait out the hold instead.
+		if err := p.wait(ctx); err != nil {
+			return consume.Retry(0)
+		}
+		granted = time.Now()
+	}
 	nextPart := func(ctx context.Context) error {
 		_ = consume.Touch(msg) // a long message on a slow link can outlast the ack wait
 		return p.wait(ctx)

@@ -60,21 +60,39 @@ func newPace(g gate, perSecond int) *pace {
 	return &pace{gate: g, max: max, min: min(max, 1), cur: max, ceiling: max}
 }
 
-// wait blocks until one submit (one SMPP part) may go out.
+// wait blocks until one submit (one SMPP part) may go out. A slot granted
+// while a throttle cut the rate is from the rate that overran: it is dropped
+// and the wait starts again, behind the hold.
 func (p *pace) wait(ctx context.Context) error {
-	p.mu.Lock()
-	until := p.holdUntil
-	p.mu.Unlock()
-	if d := time.Until(until); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
+	for {
+		start := time.Now()
+		p.mu.Lock()
+		until := p.holdUntil
+		p.mu.Unlock()
+		if d := time.Until(until); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		if err := p.gate.Wait(ctx); err != nil {
+			return err
+		}
+		if !p.cutSince(start) {
+			return nil
 		}
 	}
-	return p.gate.Wait(ctx)
+}
+
+// cutSince reports whether the rate was cut after t: a token granted before
+// a throttle belongs to the old rate, and is given up rather than used.
+func (p *pace) cutSince(t time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastCut.After(t)
 }
 
 // throttled records an ESME_RTHROTTLED at now.
