@@ -3,7 +3,9 @@
 package natstest
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +72,30 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 func Subject(t testing.TB) string {
 	r := strings.NewReplacer("/", "_", ".", "_", " ", "_", "*", "_", ">", "_")
 	return r.Replace(t.Name())
+}
+
+// Run runs a stage's Run(ctx) in the background. The returned stop cancels
+// it and fails the test unless Run returns nil within d; stop runs at
+// cleanup too, so a test may call it early or not at all.
+func Run(t testing.TB, d time.Duration, run func(ctx context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v after cancel, want nil", err)
+				}
+			case <-time.After(d):
+				t.Errorf("Run did not return within %v of cancel", d)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

@@ -60,7 +60,7 @@ func TestAPausedLinkSendsNothingUntilItIsResumed(t *testing.T) {
 	if err != nil || len(views) != 1 || views[0].Link != link || views[0].Control == nil || views[0].Control.Paused {
 		t.Fatalf("List = %+v, %v; want link l1 with a resumed control", views, err)
 	}
-	r.stop(t, wait)
+	r.stop()
 	if h := health(); h.Bound || len(h.Instances) != 0 {
 		t.Fatalf("after the stage stopped, its report is still there: %+v", h)
 	}

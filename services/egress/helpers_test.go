@@ -67,9 +67,8 @@ func fastRetries(maxAttempts int) Options {
 
 // running is one egress stage running in the background.
 type running struct {
-	m      *Metrics
-	cancel context.CancelFunc
-	done   chan error
+	m    *Metrics
+	halt func()
 }
 
 // run starts a stage; it is stopped (and must return nil) when the test ends,
@@ -79,36 +78,18 @@ func (e *env) run(lo LinkOptions, opts Options) *running {
 	return e.runLinks([]LinkOptions{lo}, opts)
 }
 
-// runLinks is run with several links.
+// runLinks is run with several links. The stage must return within its grace
+// and a few seconds of being stopped.
 func (e *env) runLinks(los []LinkOptions, opts Options) *running {
 	e.t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
 	s := New(e.js, e.pub, los, opts, slog.New(slog.DiscardHandler), m)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{m: m, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx) }()
-	e.t.Cleanup(func() { r.stop(e.t, wait) })
-	return r
+	return &running{m: m, halt: natstest.Run(e.t, max(wait, opts.Grace+5*time.Second), s.Run)}
 }
 
-// stop cancels the stage and waits up to d for Run to return nil; a second
-// call is a no-op.
-func (r *running) stop(t *testing.T, d time.Duration) {
-	t.Helper()
-	r.cancel()
-	if r.done == nil {
-		return
-	}
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Run returned %v, want nil on cancel", err)
-		}
-	case <-time.After(d):
-		t.Errorf("Run did not return within %v of cancel", d)
-	}
-	r.done = nil
-}
+// stop cancels the stage and waits for Run to return nil; a second call is a
+// no-op.
+func (r *running) stop() { r.halt() }
 
 func (r *running) count(c *prometheus.CounterVec, labels ...string) float64 {
 	return testutil.ToFloat64(c.WithLabelValues(labels...))

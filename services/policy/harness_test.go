@@ -53,32 +53,10 @@ func newStage(t *testing.T, e env, check Check, opts Options) *Stage {
 	return New(e.js, e.pub, check, opts, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
 }
 
-// run starts s.Run and returns a stop that cancels it and checks it returned
-// nil; stop also runs at cleanup, so a test may call it early or not at all.
+// run starts s.Run; see natstest.Run.
 func run(t *testing.T, s *Stage) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after cancel, want nil", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("Run did not return within %v of cancel", wait)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return natstest.Run(t, wait, s.Run)
 }
 
 // publish puts body on sms.outbound without a Nats-Msg-Id, as a producer that

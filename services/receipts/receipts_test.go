@@ -65,20 +65,7 @@ func start(t *testing.T, opts Options) *harness {
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
 	s := New(js, pub, opts, slog.New(slog.DiscardHandler), h.m)
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil on cancel", err)
-			}
-		case <-time.After(wait):
-			t.Errorf("Run did not return within %v of cancel", wait)
-		}
-	})
+	natstest.Run(t, wait, s.Run)
 	return h
 }
 
