@@ -63,6 +63,24 @@ func Terminal(s string) bool {
 	return false
 }
 
+// rank orders a message's life: an event never lands after one of a later
+// stage. Attempt records (retry, throttled, submit_unknown) sit with queued:
+// they come between queued and submitted, in any order.
+func rank(s string) int {
+	switch {
+	case Terminal(s):
+		return 5
+	case s == Submitted:
+		return 4
+	case s == Queued, s == Retry, s == Throttled, s == SubmitUnknown:
+		return 3
+	case s == Scheduled:
+		return 2
+	default: // accepted
+		return 1
+	}
+}
+
 // Event is one status change, the JSON body on sms.status.<id>.
 type Event struct {
 	ID       string    `json:"id"`
@@ -141,11 +159,16 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 			return fmt.Errorf("status: read last of %s: %w", ev.ID, err)
 		default:
 			var prev Event
-			if json.Unmarshal(raw.Data, &prev) == nil && Terminal(prev.Status) {
-				if terminal {
+			if json.Unmarshal(raw.Data, &prev) == nil {
+				if terminal && Terminal(prev.Status) {
 					return ErrAlreadyFinal
 				}
-				return nil
+				if !terminal && rank(ev.Status) < rank(prev.Status) {
+					// Late: "queued" racing egress's "submitted", or a replay.
+					// The history keeps the stages in order, and "submitted"
+					// stays what a redelivery finds.
+					return nil
+				}
 			}
 			last = raw.Sequence
 		}

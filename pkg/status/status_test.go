@@ -170,3 +170,21 @@ func TestNothingLandsAfterATerminalEventEvenPastTheDedupWindow(t *testing.T) {
 		t.Fatalf("history = %+v, want submitted, delivered and nothing after", h)
 	}
 }
+
+func TestALateEarlierStageEventIsDropped(t *testing.T) {
+	p := newPublisher(t)
+	ctx := context.Background()
+	for _, st := range []string{status.Accepted, status.Retry, status.Submitted, status.Queued, status.Retry} {
+		if err := p.Publish(ctx, status.Event{ID: "race", Status: st, Attempt: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, err := p.Latest(ctx, "race")
+	if err != nil || ev.Status != status.Submitted {
+		t.Fatalf("latest = %+v, %v; want submitted: a late queued or retry must not hide it", ev, err)
+	}
+	h, _ := p.History(ctx, "race", 10)
+	if len(h) != 3 {
+		t.Fatalf("history = %+v, want accepted, retry, submitted", h)
+	}
+}

@@ -330,6 +330,14 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 		log.Error("poison message on egress, terminated", "seq", md.Sequence.Stream, "err", err)
 		return consume.Term("poison: not a valid envelope")
 	}
+	if attempt > 1 {
+		// Redelivered: a lost ack, a crash or a shutdown may have come after
+		// the SMSC accepted it. Submitting again would send a second SMS, and
+		// expiring or failing it would contradict its receipt: check first.
+		if o, done := s.redelivered(ctx, lo, m, log); done {
+			return o
+		}
+	}
 	now := time.Now()
 	if !m.ExpiresAt.IsZero() && now.After(m.ExpiresAt) {
 		return s.final(ctx, status.Event{ID: m.ID, Status: status.Expired, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt}, lo.Name, "expired")
@@ -338,13 +346,6 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 		return s.final(ctx, status.Event{ID: m.ID, Status: status.Failed, Reason: status.ReasonMaxAttempts, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt,
 			Detail: fmt.Sprintf("gave up after %d attempts", attempt-1)}, lo.Name, "max_attempts")
 	}
-	if attempt > 1 {
-		// Redelivered: a lost ack, a crash or a shutdown may have come after
-		// the SMSC accepted it. Submitting again would send a second SMS.
-		if o, done := s.redelivered(ctx, lo, m, log); done {
-			return o
-		}
-	}
 	src := m.From
 	if src == "" {
 		src = lo.Source
@@ -352,14 +353,17 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 	if p.cutSince(granted) {
 		// The SMSC throttled the link after this token was granted: the
 		// token is from the rate that overran. Wait out the hold instead.
-		if err := p.wait(ctx); err != nil {
+		if !s.token(ctx, p, log) {
 			return consume.Retry(0)
 		}
 		granted = time.Now()
 	}
 	nextPart := func(ctx context.Context) error {
 		_ = consume.Touch(msg) // a long message on a slow link can outlast the ack wait
-		return p.wait(ctx)
+		if !s.token(ctx, p, log) {
+			return ctx.Err()
+		}
+		return nil
 	}
 	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: nextPart,
 		TokenAt: granted, MaxLate: staleToken})

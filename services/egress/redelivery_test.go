@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/envelope"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/services/smscsim"
@@ -22,7 +23,13 @@ func TestARedeliveredSubmittedMessageIsNotSentAgain(t *testing.T) {
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	e.publish(0, 2, nil)
+	// Message 0's ttl has passed by its redelivery: it must still not be
+	// marked expired, since the SMSC has it and its receipt will decide.
+	e.publish(0, 2, func(m *envelope.Message) {
+		if m.ID == msgID(0) {
+			m.ExpiresAt = time.Now().Add(-time.Minute)
+		}
+	})
 	// First delivery of both, then give them back: the next is a redelivery.
 	cons, err := e.js.Consumer(ctx, streams.Egress, streams.EgressConsumerName(pool))
 	if err != nil {
@@ -53,6 +60,9 @@ func TestARedeliveredSubmittedMessageIsNotSentAgain(t *testing.T) {
 	})
 	if got := e.sim.AcceptedTo(simDst(0)); got != 0 {
 		t.Fatalf("message 0 was submitted %d more times, want 0", got)
+	}
+	if ev, err := e.pub.Latest(ctx, msgID(0)); err != nil || ev.Status != status.Submitted {
+		t.Fatalf("message 0 latest = %+v, %v; want still submitted, not expired", ev, err)
 	}
 	kv, err := e.js.KeyValue(ctx, streams.BucketDLRIndex)
 	if err != nil {

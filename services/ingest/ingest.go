@@ -109,7 +109,7 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	datas := make([][]byte, len(raws))
 	var errs []itemError
 	now := a.now()
-	firstWith := map[string]int{} // Nats-Msg-Id -> index of the first message using it
+	firstWith := map[string]int{} // "msg:"+Nats-Msg-Id and "id:"+id -> index of the first message using it
 	for i, raw := range raws {
 		m, err := envelope.Decode(raw)
 		if err != nil {
@@ -132,7 +132,7 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		}
 		// Two messages of one request with one idempotency key: the stream
 		// would keep the first and drop the second, yet answer its id.
-		if j, dup := firstWith[m.MsgID()]; dup {
+		if j, dup := firstWith["msg:"+m.MsgID()]; dup {
 			field := "id"
 			if m.ExternalID != "" {
 				field = "external_id"
@@ -140,7 +140,11 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 			errs = append(errs, itemError{Index: i, Field: field, Error: fmt.Sprintf("same as message %d: each message needs its own", j)})
 			continue
 		}
-		firstWith[m.MsgID()] = i
+		if j, dup := firstWith["id:"+m.ID]; dup {
+			errs = append(errs, itemError{Index: i, Field: "id", Error: fmt.Sprintf("same as message %d: each message needs its own", j)})
+			continue
+		}
+		firstWith["msg:"+m.MsgID()], firstWith["id:"+m.ID] = i, i
 		data, err := envelope.Encode(m)
 		if err == nil && len(data) > maxQueueBytes {
 			err = fmt.Errorf("envelope is %d bytes once encoded, more than %d", len(data), maxQueueBytes)

@@ -67,10 +67,9 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	s.log.Info("policy stage started")
 	defer s.log.Info("policy stage stopped")
-	// Each message is three synchronous JetStream writes (accepted, forward,
-	// queued) and no ordering is owed between messages: many at once keeps
-	// policy ahead of the links (about 1,300/s with 8, 1,450/s with 64 in the
-	// 2000/s pacing test on 2 cores).
+	// Each message is several synchronous JetStream round trips (a status
+	// read, accepted, forward, queued) and no ordering is owed between
+	// messages: many at once keeps policy ahead of the links.
 	return consume.Run(ctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: 64, Grace: s.opts.Grace, Log: s.log})
 }
 
