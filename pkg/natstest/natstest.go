@@ -4,7 +4,6 @@ package natstest
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,12 +65,6 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// Subject returns a safe subject token from a test name.
-func Subject(t testing.TB) string {
-	r := strings.NewReplacer("/", "_", ".", "_", " ", "_", "*", "_", ">", "_")
-	return r.Replace(t.Name())
 }
 
 // Run runs a stage's Run(ctx) in the background. The returned stop cancels

@@ -268,9 +268,6 @@ func (l *Link) session() *smpp.Transceiver {
 	return l.tx
 }
 
-// Name is the link's name.
-func (l *Link) Name() string { return l.cfg.Name }
-
 // Bound reports whether the link is bound now.
 func (l *Link) Bound() bool { return l.bound.Load() }
 

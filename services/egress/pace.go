@@ -100,11 +100,7 @@ func (p *pace) throttled(now time.Time) {
 	p.throttles.Add(1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.measuring {
-		if now.Sub(p.lastCut) >= cutHold {
-			p.thr++
-		}
-		p.settle(now)
+	if p.measure(now, &p.thr) {
 		return
 	}
 	p.lastCut, p.lastProbe = now, now
@@ -118,11 +114,7 @@ func (p *pace) throttled(now time.Time) {
 func (p *pace) accepted(now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.measuring {
-		if now.Sub(p.lastCut) >= cutHold {
-			p.acc++
-		}
-		p.settle(now)
+	if p.measure(now, &p.acc) {
 		return
 	}
 	switch {
@@ -133,6 +125,20 @@ func (p *pace) accepted(now time.Time) {
 		p.ceiling = min(p.max, p.ceiling*1.05)
 		p.set(p.ceiling)
 	}
+}
+
+// measure counts an answer at now into count when it falls in the measuring
+// second after a cut, and ends the measuring once it is over. It reports
+// whether the link was measuring (and the answer is used up).
+func (p *pace) measure(now time.Time, count *int) bool {
+	if !p.measuring {
+		return false
+	}
+	if now.Sub(p.lastCut) >= cutHold {
+		*count++
+	}
+	p.settle(now)
+	return true
 }
 
 // settle ends the measuring after a cut once 2*cutHold have passed.

@@ -150,15 +150,6 @@ func (e env) at(t *testing.T, back uint64) (string, envelope.Message) {
 	return raw.Header.Get(jetstream.MsgIDHeader), m
 }
 
-func mustJSON(t *testing.T, v any) []byte {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestPostingOneEnvelopeQueuesIt(t *testing.T) {
 	e := newEnv(t, Options{Region: "CZ"})
 	for _, tc := range []struct {
