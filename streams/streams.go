@@ -189,3 +189,7 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	}
 	return nil
 }
+
+// ScheduledSubject is where a message with a future send_at waits, as a
+// message schedule of SMS_OUTBOUND that the server releases to sms.outbound.
+func ScheduledSubject(id string) string { return "sms.scheduled." + id }
