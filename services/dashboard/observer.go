@@ -1,0 +1,465 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// Observer follows SMS_STATUS and derives what no single stage can see: the
+// latency from accepted to submitted and from submitted to delivered (the
+// events are written by different stages, maybe in different processes),
+// counts by status for the whole cluster, the message rates and the cost of
+// what was submitted.
+//
+// It reads with an ordered consumer starting at the Observer's creation time,
+// not with a durable one: what it feeds (counters, histograms, rates) lives in
+// this process's memory and starts at zero with it, so a position kept on the
+// server for a restart would be of no use; a durable shared by several
+// instances would split the events between them, when each must see all; and
+// an ordered consumer needs no acks and no cleanup (the server drops it when
+// the process goes). Starting at the creation time rather than "new" means
+// no event is missed between New and the consumer's creation in Run.
+type Observer struct {
+	js     jetstream.JetStream
+	log    *slog.Logger
+	now    func() time.Time
+	start  time.Time
+	prices map[string]float64
+	m      *observerMetrics
+
+	mu      sync.Mutex
+	track   *tracker
+	window  *window
+	counts  map[string]int64
+	parts   map[string]int64 // submitted parts by link
+	cost    map[string]float64
+	toSub   *samples // accepted→submitted, seconds
+	toDeliv *samples // submitted→delivered, seconds
+}
+
+// ObserverOptions tune an Observer; zero values are right for production.
+type ObserverOptions struct {
+	Prices   map[string]float64 // price of one submitted part, by link
+	MaxTrack int                // messages whose first-seen times are kept; 100,000 when 0
+	Samples  int                // latency samples kept for avg and p99; 10,000 when 0
+	Now      func() time.Time   // time.Now when nil
+}
+
+// closed sets: the statuses and history entries counted, each a label value.
+var eventKinds = []string{
+	status.Accepted, status.Scheduled, status.Queued, status.Submitted, status.Delivered,
+	status.Undelivered, status.Expired, status.Failed, status.Rejected,
+	status.Retry, status.Throttled, status.SubmitUnknown,
+}
+
+type observerMetrics struct {
+	events    *prometheus.CounterVec
+	toSub     prometheus.Histogram
+	toDeliv   prometheus.Histogram
+	parts     *prometheus.CounterVec
+	cost      *prometheus.CounterVec
+	tracked   prometheus.Gauge
+	evicted   prometheus.Counter
+	undecoded prometheus.Counter
+}
+
+// latencyBuckets span 10 ms to about 45 min: a submit waits from
+// milliseconds (idle link) to many minutes (a campaign's backlog); a receipt
+// comes in seconds, or hours from a phone that is off.
+var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+
+func newObserverMetrics(reg prometheus.Registerer, links []string) *observerMetrics {
+	f := promauto.With(reg)
+	const ns, sub = "smsflow", "status"
+	m := &observerMetrics{
+		events: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "events_total",
+			Help: "Status events seen on SMS_STATUS (from every instance), by status; retry, throttled and submit_unknown are attempts."}, []string{"status"}),
+		toSub: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "accepted_to_submitted_seconds",
+			Help: "Time from a message's accepted event to its submitted event (queueing, pacing and the submit).", Buckets: latencyBuckets}),
+		toDeliv: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "submitted_to_delivered_seconds",
+			Help: "Time from a message's submitted event to its delivered event (the SMSC and the handset).", Buckets: latencyBuckets}),
+		parts: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "submitted_parts_total",
+			Help: "Message parts in submitted events, by link (a long message is several parts, each billed)."}, []string{"link"}),
+		cost: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cost_total",
+			Help: "Cost of submitted parts at the link's configured price (links.<name>.price), by link."}, []string{"link"}),
+		tracked: f.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "tracked_messages",
+			Help: "Messages whose first-seen times the observer holds (until their terminal event) for the latency histograms."}),
+		evicted: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "tracking_evicted_total",
+			Help: "Messages dropped from latency tracking before their terminal event, because the tracking table was full."}),
+		undecoded: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "undecodable_events_total",
+			Help: "Messages on sms.status.> that are not a status event (ignored)."}),
+	}
+	for _, k := range eventKinds {
+		m.events.WithLabelValues(k)
+	}
+	for _, l := range append(slices.Clone(links), otherLink) {
+		m.parts.WithLabelValues(l)
+		m.cost.WithLabelValues(l)
+	}
+	return m
+}
+
+// otherLink is the label for a link that is not in the config (an event from
+// an instance with another config): labels stay a closed set.
+const otherLink = "other"
+
+// NewObserver makes an Observer of the events from now on, with its metrics
+// on reg. links are the configured link names (the label values).
+func NewObserver(js jetstream.JetStream, links []string, opts ObserverOptions, log *slog.Logger, reg prometheus.Registerer) *Observer {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxTrack <= 0 {
+		opts.MaxTrack = 100_000
+	}
+	if opts.Samples <= 0 {
+		opts.Samples = 10_000
+	}
+	prices := map[string]float64{}
+	for _, l := range links {
+		prices[l] = opts.Prices[l]
+	}
+	return &Observer{
+		js: js, log: log, now: opts.Now, start: opts.Now(), prices: prices,
+		m:     newObserverMetrics(reg, links),
+		track: newTracker(opts.MaxTrack), window: newWindow(),
+		counts: map[string]int64{}, parts: map[string]int64{}, cost: map[string]float64{},
+		toSub: newSamples(opts.Samples), toDeliv: newSamples(opts.Samples),
+	}
+}
+
+// Run reads SMS_STATUS until ctx ends, and returns nil then. A broken
+// consumer (NATS down for longer than the client reconnects) is made again
+// from the next sequence, after a pause: the observer never stops the process.
+func (o *Observer) Run(ctx context.Context) error {
+	var next uint64 // 0: start at o.start
+	for {
+		err := o.consume(ctx, &next)
+		if ctx.Err() != nil {
+			return nil
+		}
+		o.log.Warn("status observer: consumer failed; starting again", "next_seq", next, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (o *Observer) consume(ctx context.Context, next *uint64) error {
+	st, err := o.js.Stream(ctx, streams.Status)
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{"sms.status.>"}}
+	if *next > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, *next
+	} else {
+		start := o.start
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	c, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return err
+		}
+		if md, err := msg.Metadata(); err == nil {
+			*next = md.Sequence.Stream + 1
+		}
+		var ev status.Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == "" || ev.Status == "" {
+			o.m.undecoded.Inc()
+			continue
+		}
+		o.observe(ev)
+	}
+}
+
+// observe counts one event; it is the whole logic of the Observer, and its
+// unit tests call it directly.
+func (o *Observer) observe(ev status.Event) {
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	kind := ev.Status
+	if !slices.Contains(eventKinds, kind) {
+		o.m.undecoded.Inc()
+		return
+	}
+	o.m.events.WithLabelValues(kind).Inc()
+	o.counts[kind]++
+	o.window.add(now, kind, 1)
+
+	switch {
+	case kind == status.Accepted:
+		o.track.accepted(ev.ID, ev.At)
+	case kind == status.Submitted:
+		if at, ok := o.track.submitted(ev.ID, ev.At); ok {
+			d := ev.At.Sub(at).Seconds()
+			o.m.toSub.Observe(max(d, 0))
+			o.toSub.add(max(d, 0))
+		}
+		link := ev.Link
+		if _, ok := o.prices[link]; !ok {
+			link = otherLink
+		}
+		parts := max(ev.Parts, 1)
+		cost := float64(parts) * o.prices[ev.Link]
+		o.m.parts.WithLabelValues(link).Add(float64(parts))
+		o.m.cost.WithLabelValues(link).Add(cost)
+		o.parts[link] += int64(parts)
+		o.cost[link] += cost
+		o.window.add(now, partsKey(link), float64(parts))
+	case status.Terminal(kind):
+		if kind == status.Delivered {
+			if at, ok := o.track.submittedAt(ev.ID); ok {
+				d := ev.At.Sub(at).Seconds()
+				o.m.toDeliv.Observe(max(d, 0))
+				o.toDeliv.add(max(d, 0))
+			}
+		}
+		o.track.remove(ev.ID)
+	}
+	if n := o.track.evicted; n > 0 {
+		o.m.evicted.Add(float64(n))
+		o.track.evicted = 0
+	}
+	o.m.tracked.Set(float64(o.track.len()))
+}
+
+func partsKey(link string) string { return "parts." + link }
+
+// Snapshot is what the Observer has seen, for the dashboard.
+type Snapshot struct {
+	Since   time.Time
+	Counts  map[string]int64
+	Parts   map[string]int64
+	Cost    map[string]float64
+	Rates   map[string]float64 // per second over the window, by status and "parts.<link>"
+	ToSub   Latency
+	ToDeliv Latency
+	Tracked int
+	Window  time.Duration
+}
+
+// Latency sums up the recent samples of one latency.
+type Latency struct {
+	Samples int     `json:"samples"`
+	AvgMs   float64 `json:"avg_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+}
+
+// Snapshot returns a copy of the counts, the rates over the last rateWindow
+// whole seconds, and avg and p99 of the recent latency samples.
+func (o *Observer) Snapshot() Snapshot {
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s := Snapshot{
+		Since: o.start, Counts: map[string]int64{}, Parts: map[string]int64{}, Cost: map[string]float64{},
+		Rates: o.window.rates(now), ToSub: o.toSub.summary(), ToDeliv: o.toDeliv.summary(),
+		Tracked: o.track.len(), Window: rateWindow * time.Second,
+	}
+	for _, k := range eventKinds {
+		s.Counts[k] = o.counts[k]
+	}
+	for l := range o.prices {
+		s.Parts[l], s.Cost[l] = o.parts[l], o.cost[l]
+	}
+	if o.parts[otherLink] > 0 {
+		s.Parts[otherLink], s.Cost[otherLink] = o.parts[otherLink], o.cost[otherLink]
+	}
+	return s
+}
+
+// tracker keeps the first-seen times of messages until their terminal event,
+// at most max of them: when full, the oldest entry goes (counted in evicted).
+// Order is kept in a queue of ids with lazy deletion, compacted when it holds
+// twice as many ids as the map.
+type tracker struct {
+	max     int
+	seen    map[string]*times
+	order   []string
+	evicted int
+}
+
+type times struct{ accepted, submitted time.Time }
+
+func newTracker(max int) *tracker { return &tracker{max: max, seen: map[string]*times{}} }
+
+func (t *tracker) len() int { return len(t.seen) }
+
+func (t *tracker) entry(id string) *times {
+	if e, ok := t.seen[id]; ok {
+		return e
+	}
+	for len(t.seen) >= t.max && len(t.order) > 0 {
+		old := t.order[0]
+		t.order = t.order[1:]
+		if _, ok := t.seen[old]; ok {
+			delete(t.seen, old)
+			t.evicted++
+		}
+	}
+	e := &times{}
+	t.seen[id] = e
+	t.order = append(t.order, id)
+	if len(t.order) > 2*t.max+16 {
+		t.compact()
+	}
+	return e
+}
+
+func (t *tracker) compact() {
+	out := t.order[:0]
+	for _, id := range t.order {
+		if _, ok := t.seen[id]; ok {
+			out = append(out, id)
+		}
+	}
+	// A fresh slice, so the dropped prefix of the old array is freed.
+	t.order = slices.Clone(out)
+}
+
+// accepted records the accepted time (the first one, if replayed).
+func (t *tracker) accepted(id string, at time.Time) {
+	if e := t.entry(id); e.accepted.IsZero() {
+		e.accepted = at
+	}
+}
+
+// submitted records the submitted time and returns the accepted time, if
+// the accepted event was seen. A second submitted event (a redelivery found
+// the message submitted) is not a second sample.
+func (t *tracker) submitted(id string, at time.Time) (time.Time, bool) {
+	e := t.entry(id)
+	if !e.submitted.IsZero() {
+		return time.Time{}, false
+	}
+	e.submitted = at
+	return e.accepted, !e.accepted.IsZero()
+}
+
+func (t *tracker) submittedAt(id string) (time.Time, bool) {
+	e, ok := t.seen[id]
+	if !ok || e.submitted.IsZero() {
+		return time.Time{}, false
+	}
+	return e.submitted, true
+}
+
+func (t *tracker) remove(id string) { delete(t.seen, id) }
+
+// rateWindow is how many whole seconds the rates average over.
+const rateWindow = 5
+
+// window counts events per second in a ring of the last seconds, for rates.
+type window struct {
+	secs [rateWindow + 2]second
+}
+
+type second struct {
+	unix   int64
+	counts map[string]float64
+}
+
+func newWindow() *window { return &window{} }
+
+func (w *window) add(now time.Time, key string, n float64) {
+	u := now.Unix()
+	s := &w.secs[u%int64(len(w.secs))]
+	if s.unix != u || s.counts == nil {
+		*s = second{unix: u, counts: map[string]float64{}}
+	}
+	s.counts[key] += n
+}
+
+// rates are the per-second averages over the rateWindow whole seconds
+// before now's second (the current second is still filling).
+func (w *window) rates(now time.Time) map[string]float64 {
+	out := map[string]float64{}
+	cur := now.Unix()
+	for _, s := range w.secs {
+		if s.unix < cur-rateWindow || s.unix >= cur {
+			continue
+		}
+		for k, n := range s.counts {
+			out[k] += n / rateWindow
+		}
+	}
+	return out
+}
+
+// samples is a ring of the most recent latency samples, in seconds.
+type samples struct {
+	ring []float64
+	next int
+	full bool
+}
+
+func newSamples(n int) *samples { return &samples{ring: make([]float64, n)} }
+
+func (s *samples) add(v float64) {
+	s.ring[s.next] = v
+	s.next++
+	if s.next == len(s.ring) {
+		s.next, s.full = 0, true
+	}
+}
+
+// summary returns the count, mean and 99th percentile (nearest rank) of the
+// samples, in milliseconds.
+func (s *samples) summary() Latency {
+	n := s.next
+	if s.full {
+		n = len(s.ring)
+	}
+	if n == 0 {
+		return Latency{}
+	}
+	v := slices.Clone(s.ring[:n])
+	slices.Sort(v)
+	var sum float64
+	for _, x := range v {
+		sum += x
+	}
+	rank := (99*n + 99) / 100 // ceil(0.99·n), 1-based
+	return Latency{Samples: n, AvgMs: round3(sum / float64(n) * 1000), P99Ms: round3(v[rank-1] * 1000)}
+}
+
+func round3(x float64) float64 {
+	return float64(int64(x*1000+0.5)) / 1000
+}
+
+// String is for logs and test failures.
+func (l Latency) String() string {
+	return fmt.Sprintf("%d samples, avg %.3f ms, p99 %.3f ms", l.Samples, l.AvgMs, l.P99Ms)
+}
