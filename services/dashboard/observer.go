@@ -46,8 +46,9 @@ type Observer struct {
 	counts  map[string]int64
 	parts   map[string]int64 // submitted parts by link
 	cost    map[string]float64
-	toSub   *samples // accepted→submitted, seconds
-	toDeliv *samples // submitted→delivered, seconds
+	toSub   *samples        // accepted→submitted, seconds
+	toDeliv *samples        // submitted→delivered, seconds
+	codes   map[string]bool // command_status label values in use
 }
 
 // ObserverOptions tune an Observer; zero values are right for production.
@@ -71,6 +72,7 @@ type observerMetrics struct {
 	toDeliv   prometheus.Histogram
 	parts     *prometheus.CounterVec
 	cost      *prometheus.CounterVec
+	submits   *prometheus.CounterVec
 	tracked   prometheus.Gauge
 	evicted   prometheus.Counter
 	undecoded prometheus.Counter
@@ -95,6 +97,8 @@ func newObserverMetrics(reg prometheus.Registerer, links []string) *observerMetr
 			Help: "Message parts in submitted events, by link (a long message is several parts, each billed)."}, []string{"link"}),
 		cost: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cost_total",
 			Help: "Cost of submitted parts at the link's configured price (links.<name>.price), by link."}, []string{"link"}),
+		submits: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "submit_results_total",
+			Help: "submit_sm outcomes in status events (submitted, throttled, retry, submit_unknown, failed permanent), by link and SMPP command_status: 0x00000000 accepted, none when the SMSC never answered, other past " + fmt.Sprint(maxCodes) + " distinct codes."}, []string{"link", "command_status"}),
 		tracked: f.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "tracked_messages",
 			Help: "Messages whose first-seen times the observer holds (until their terminal event) for the latency histograms."}),
 		evicted: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "tracking_evicted_total",
@@ -108,6 +112,9 @@ func newObserverMetrics(reg prometheus.Registerer, links []string) *observerMetr
 	for _, l := range append(slices.Clone(links), otherLink) {
 		m.parts.WithLabelValues(l)
 		m.cost.WithLabelValues(l)
+		for _, c := range []string{codeLabel(0x00), codeLabel(0x58), codeNone} {
+			m.submits.WithLabelValues(l, c)
+		}
 	}
 	return m
 }
@@ -138,6 +145,7 @@ func NewObserver(js jetstream.JetStream, links []string, opts ObserverOptions, l
 		track: newTracker(opts.MaxTrack), window: newWindow(),
 		counts: map[string]int64{}, parts: map[string]int64{}, cost: map[string]float64{},
 		toSub: newSamples(opts.Samples), toDeliv: newSamples(opts.Samples),
+		codes: map[string]bool{codeLabel(0): true, codeLabel(0x58): true, codeNone: true},
 	}
 }
 
@@ -218,6 +226,21 @@ func (o *Observer) observe(ev status.Event) {
 	o.counts[kind]++
 	o.window.add(now, kind, 1)
 
+	switch kind {
+	case status.Throttled, status.Retry, status.SubmitUnknown, status.Failed:
+		// A submit the SMSC refused or never answered (code 0); a failure
+		// for another reason (max_attempts) is no submit.
+		if kind != status.Failed || ev.Reason == status.ReasonPermanent {
+			c := codeNone
+			if ev.Code != 0 {
+				c = codeLabel(ev.Code)
+			}
+			o.submitResult(ev.Link, c)
+		}
+	case status.Submitted:
+		o.submitResult(ev.Link, codeLabel(0))
+	}
+
 	switch {
 	case kind == status.Accepted:
 		o.track.accepted(ev.ID, ev.At)
@@ -256,6 +279,33 @@ func (o *Observer) observe(ev status.Event) {
 }
 
 func partsKey(link string) string { return "parts." + link }
+
+// maxCodes bounds the command_status label values: an SMSC answering with
+// ever new codes must not grow the series without end.
+const maxCodes = 32
+
+const (
+	codeNone  = "none"  // no answer: timeout, not bound, connection lost
+	codeOther = "other" // past maxCodes distinct codes
+)
+
+// codeLabel is an SMPP command_status as the SMPP spec writes it.
+func codeLabel(code int) string { return fmt.Sprintf("0x%08x", uint32(code)) }
+
+// submitResult counts one submit outcome; o.mu is held.
+func (o *Observer) submitResult(link, c string) {
+	if _, ok := o.prices[link]; !ok {
+		link = otherLink
+	}
+	if !o.codes[c] {
+		if len(o.codes) >= maxCodes {
+			c = codeOther
+		} else {
+			o.codes[c] = true
+		}
+	}
+	o.m.submits.WithLabelValues(link, c).Inc()
+}
 
 // Snapshot is what the Observer has seen, for the dashboard.
 type Snapshot struct {

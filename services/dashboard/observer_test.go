@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,5 +257,69 @@ func TestRunFollowsTheStatusStreamFromItsCreation(t *testing.T) {
 	}
 	if snap.ToSub.Samples != 10 || snap.ToDeliv.Samples != 10 || snap.Tracked != 0 {
 		t.Errorf("samples %d and %d, tracked %d; want 10, 10, 0", snap.ToSub.Samples, snap.ToDeliv.Samples, snap.Tracked)
+	}
+}
+
+func TestSubmitResultsAreCountedByLinkAndCommandStatus(t *testing.T) {
+	o, _, reg := newTestObserver(t, ObserverOptions{})
+	ev := func(id, st, reason string, code int) {
+		o.observe(status.Event{ID: id, Status: st, Reason: reason, Link: "sim1", Code: code, At: t0})
+	}
+	ev("a", status.Accepted, "", 0)
+	ev("a", status.Throttled, "", 0x58)
+	ev("a", status.Retry, "", 0) // timeout: no answer
+	ev("a", status.SubmitUnknown, "", 0)
+	ev("a", status.Submitted, "", 0)
+	ev("b", status.Accepted, "", 0)
+	ev("b", status.Failed, status.ReasonPermanent, 0x0b) // ESME_RINVDSTADR
+	ev("c", status.Accepted, "", 0)
+	ev("c", status.Failed, status.ReasonMaxAttempts, 0) // no submit: not a result
+	want := `
+# HELP smsflow_status_submit_results_total submit_sm outcomes in status events (submitted, throttled, retry, submit_unknown, failed permanent), by link and SMPP command_status: 0x00000000 accepted, none when the SMSC never answered, other past 32 distinct codes.
+# TYPE smsflow_status_submit_results_total counter
+smsflow_status_submit_results_total{command_status="0x00000000",link="other"} 0
+smsflow_status_submit_results_total{command_status="0x00000000",link="sim1"} 1
+smsflow_status_submit_results_total{command_status="0x00000000",link="sim2"} 0
+smsflow_status_submit_results_total{command_status="0x0000000b",link="sim1"} 1
+smsflow_status_submit_results_total{command_status="0x00000058",link="other"} 0
+smsflow_status_submit_results_total{command_status="0x00000058",link="sim1"} 1
+smsflow_status_submit_results_total{command_status="0x00000058",link="sim2"} 0
+smsflow_status_submit_results_total{command_status="none",link="other"} 0
+smsflow_status_submit_results_total{command_status="none",link="sim1"} 2
+smsflow_status_submit_results_total{command_status="none",link="sim2"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "smsflow_status_submit_results_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := o.Snapshot().Tracked; n != 1 { // a is submitted, not final; b and c ended
+		t.Fatalf("tracked = %d, want 1: a permanent failure ends tracking too", n)
+	}
+	// An SMSC inventing codes: past maxCodes distinct values, they share "other".
+	for code := 0x100; code < 0x100+2*maxCodes; code++ {
+		ev("d", status.Retry, "", code)
+	}
+	if got := testutil.ToFloat64(o.m.submits.WithLabelValues("sim1", codeOther)); got != float64(2*maxCodes-(maxCodes-4)) {
+		t.Fatalf("results under %q = %v, want %d", codeOther, got, 2*maxCodes-(maxCodes-4))
+	}
+	if n := testutil.CollectAndCount(o.m.submits); n > 3*(maxCodes+1) {
+		t.Fatalf("%d series: the command_status label is not bounded", n)
+	}
+}
+
+// BenchmarkObserve is the cost of one message's four events (accepted,
+// queued, submitted, delivered) in the observer.
+func BenchmarkObserve(b *testing.B) {
+	o := NewObserver(nil, []string{"sim1"}, ObserverOptions{}, discard(), prometheus.NewRegistry())
+	ids := make([]string, 1024)
+	for i := range ids {
+		ids[i] = "msg-" + strings.Repeat("x", 20) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676))
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := ids[i%len(ids)]
+		o.observe(status.Event{ID: id, Status: status.Accepted, At: t0})
+		o.observe(status.Event{ID: id, Status: status.Queued, At: t0})
+		o.observe(status.Event{ID: id, Status: status.Submitted, Link: "sim1", Parts: 1, At: t0.Add(time.Second)})
+		o.observe(status.Event{ID: id, Status: status.Delivered, At: t0.Add(2 * time.Second)})
 	}
 }

@@ -157,6 +157,8 @@ func TestMetricsPassLintAndAddUpToTheMessagesSent(t *testing.T) {
 		`smsflow_status_events_total{status="failed"}`:                                  0,
 		`smsflow_status_accepted_to_submitted_seconds_count`:                            good,
 		`smsflow_status_submitted_to_delivered_seconds_count`:                           good,
+		`smsflow_status_submit_results_total{command_status="0x00000000",link="sim1"}`:  good,
+		`smsflow_status_submit_results_total{command_status="0x00000058",link="sim1"}`:  0,
 		`smsflow_status_submitted_parts_total{link="sim1"}`:                             good,
 		`smsflow_status_tracked_messages`:                                               0,
 		`smsflow_queue_pending_messages{consumer="egress-default",stream="SMS_EGRESS"}`: 0,
