@@ -192,8 +192,10 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}
 		mux.HandleFunc("GET /healthz", health.Healthz)
 		mux.HandleFunc("GET /readyz", health.Readyz)
-		dash := dashboard.New(b.JS, dashboard.Options{Links: dashboardLinks(cfg), Streams: []string{streams.Outbound, streams.Egress, streams.DLR}},
-			log.With("stage", "dashboard"), reg)
+		dash := dashboard.New(b.JS, dashboard.Options{
+			Links:   dashboardLinks(cfg),
+			Streams: []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR, streams.Inbound}, // their durable consumers are the queues
+		}, log.With("stage", "dashboard"), reg)
 		dash.Register(mux)
 		g.Go(func() error { return dash.Run(gctx) })
 		// Bounded reads: a client trickling an 8 MiB body must not hold a
