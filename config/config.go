@@ -76,6 +76,7 @@ type Link struct {
 	Window      int           `koanf:"window"` // submits in flight
 	RespTimeout time.Duration `koanf:"resp_timeout"`
 	SourceAddr  string        `koanf:"source_addr"`
+	Price       float64       `koanf:"price"` // cost of one submitted part, for the dashboard; 0: not priced
 }
 
 // Pool is a group of links that messages are routed to.

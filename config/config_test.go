@@ -53,6 +53,15 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
+			name: "a link price comes from the environment as a decimal",
+			env:  []string{"SMSFLOW_LINKS__SIM1__PRICE=0.035"},
+			check: func(t *testing.T, c Config) {
+				if got := c.Links["sim1"].Price; got != 0.035 {
+					t.Errorf("links.sim1.price = %v, want 0.035", got)
+				}
+			},
+		},
+		{
 			name: "a file overrides the defaults it names and keeps the rest",
 			file: "[http]\nlisten = \":9090\"\n[egress]\nbackoff_min = \"1s\"\n",
 			check: func(t *testing.T, c Config) {
@@ -221,6 +230,11 @@ func TestLoadReportsEveryBadKeyBySource(t *testing.T) {
 			name: "a word where a number belongs is named with its source",
 			file: "[links.sim1]\nrate = \"fast\"\n",
 			want: []string{`links.sim1.rate: must be a whole number, got "fast" (in `},
+		},
+		{
+			name: "a word where a price belongs is named with its source",
+			env:  []string{"SMSFLOW_LINKS__SIM1__PRICE=cheap"},
+			want: []string{`links.sim1.price: must be a number, got "cheap" (from SMSFLOW_LINKS__SIM1__PRICE)`},
 		},
 		{
 			name: "a bad environment value names its variable",

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -92,6 +93,9 @@ func (c Config) validateLink(v *validator, name string, l Link) {
 	v.atLeast(key+".burst", int64(l.Burst), 1)
 	v.atLeast(key+".window", int64(l.Window), 1)
 	v.positive(key+".resp_timeout", l.RespTimeout)
+	if !(l.Price >= 0) || math.IsInf(l.Price, 1) {
+		v.addf("%s.price: must be a number >= 0, got %v", key, l.Price)
+	}
 }
 
 func (c Config) validatePools(v *validator) {

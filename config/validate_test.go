@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,6 +47,8 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"a link burst must be positive", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Burst = -5 }) }, "links.sim1.burst: must be > 0, got -5"},
 		{"a link window must be positive", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Window = -1 }) }, "links.sim1.window: must be > 0, got -1"},
 		{"a link resp_timeout must be positive", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.RespTimeout = -time.Second }) }, "links.sim1.resp_timeout: must be > 0, got -1s"},
+		{"a link price must not be negative", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Price = -0.01 }) }, "links.sim1.price: must be a number >= 0, got -0.01"},
+		{"a link price must be a number", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Price = math.NaN() }) }, "links.sim1.price: must be a number >= 0, got NaN"},
 		{"a link name must fit a NATS subject", func(c *Config) { c.Links["cz.1"] = c.Links["sim1"] }, `links.cz.1: name "cz.1" must be letters, digits, '-' and '_' only`},
 		{"a pool name must fit a NATS subject", func(c *Config) { c.Pools["a b"] = Pool{Links: []string{"x"}} }, `pools.a b: name "a b" must be letters`},
 		{"a pool needs a link", func(c *Config) { c.Pools["default"] = Pool{} }, "pools.default.links: must name at least one link"},

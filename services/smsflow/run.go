@@ -23,6 +23,7 @@ import (
 	"github.com/smsflow/smsflow/pkg/broker"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/services/dashboard"
 	"github.com/smsflow/smsflow/services/egress"
 	"github.com/smsflow/smsflow/services/ingest"
 	"github.com/smsflow/smsflow/services/policy"
@@ -58,9 +59,15 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer, environ fu
 	if err != nil {
 		return err
 	}
+	return run(ctx, cfg, stages, log, newRegistry())
+}
+
+// newRegistry is the /metrics registry of `run`: the stages' metrics go on
+// it, beside the Go runtime's and the process's.
+func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return run(ctx, cfg, stages, log, reg)
+	return reg
 }
 
 func parseStages(s string) (map[string]bool, error) {
@@ -179,8 +186,18 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		if gatherer != nil {
 			mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 		}
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("GET /readyz", readyz(b, eg, stages["egress"]))
+		health := dashboard.Health{NC: b.NC, JS: b.JS, Streams: []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR}}
+		if eg != nil {
+			health.BoundLinks = eg.BoundLinks
+		}
+		mux.HandleFunc("GET /healthz", health.Healthz)
+		mux.HandleFunc("GET /readyz", health.Readyz)
+		dash := dashboard.New(b.JS, dashboard.Options{
+			Links:   dashboardLinks(cfg),
+			Streams: []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR, streams.Inbound}, // their durable consumers are the queues
+		}, log.With("stage", "dashboard"), reg)
+		dash.Register(mux)
+		g.Go(func() error { return dash.Run(gctx) })
 		// Bounded reads: a client trickling an 8 MiB body must not hold a
 		// connection and its buffer for ever.
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
@@ -215,33 +232,6 @@ func stopped(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, ctx.Err())
 }
 
-// readyz answers 200 when NATS is connected, the streams are there and (when
-// egress runs here) at least one link is bound.
-func readyz(b *broker.Broker, eg *egress.Stage, needLink bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var problems []string
-		if !b.NC.IsConnected() {
-			problems = append(problems, "nats not connected")
-		} else {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			for _, s := range []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR} {
-				if _, err := b.JS.Stream(ctx, s); err != nil {
-					problems = append(problems, "stream "+s+": "+err.Error())
-				}
-			}
-		}
-		if needLink && eg != nil && eg.BoundLinks() == 0 {
-			problems = append(problems, "no SMPP link bound")
-		}
-		if len(problems) > 0 {
-			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	}
-}
-
 func linkOptions(cfg config.Config) []egress.LinkOptions {
 	var out []egress.LinkOptions
 	for _, pool := range sortedKeys(cfg.Pools) {
@@ -252,6 +242,18 @@ func linkOptions(cfg config.Config) []egress.LinkOptions {
 				SMPP: smpplink.Config{Name: name, Addr: l.Address, SystemID: l.SystemID, Password: l.Password.Reveal(),
 					SystemType: l.SystemType, Window: l.Window, RespTimeout: l.RespTimeout},
 			})
+		}
+	}
+	return out
+}
+
+// dashboardLinks are the configured links for the dashboard, pool by pool.
+func dashboardLinks(cfg config.Config) []dashboard.Link {
+	var out []dashboard.Link
+	for _, pool := range sortedKeys(cfg.Pools) {
+		for _, name := range cfg.Pools[pool].Links {
+			l := cfg.Links[name]
+			out = append(out, dashboard.Link{Name: name, Pool: pool, Rate: float64(l.Rate), Burst: l.Burst, Price: l.Price})
 		}
 	}
 	return out
