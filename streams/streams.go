@@ -31,6 +31,8 @@ const (
 	Status   = "SMS_STATUS"
 	DLR      = "SMS_DLR"
 	Inbound  = "SMS_INBOUND"
+
+	ReceiptTimers = "SMS_RECEIPT_TIMERS" // receipt timeouts, as message schedules
 )
 
 // KV bucket names.
@@ -39,12 +41,17 @@ const (
 	BucketStatus   = "sms_status"
 	BucketPacing   = "sms_pacing"
 	BucketLinks    = "sms_links"
+
+	BucketReceiptParts = "sms_receipt_parts" // final receipt of each part of a long message
 )
 
 // Consumer durable names.
 const (
 	ConsumerPolicy   = "policy"
 	ConsumerReceipts = "receipts"
+
+	ConsumerReceiptTimers   = "receipt-timers"   // on SMS_STATUS: a timeout per submitted message
+	ConsumerReceiptTimeouts = "receipt-timeouts" // on SMS_RECEIPT_TIMERS: the timeouts that fired
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -167,7 +174,8 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 			return fmt.Errorf("kv %s: %w", c.Bucket, err)
 		}
 	}
-	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}} {
+	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
+		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err
