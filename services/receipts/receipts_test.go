@@ -36,6 +36,7 @@ type harness struct {
 	pub   *status.Publisher
 	m     *Metrics
 	terms atomic.Int64 // MSG_TERMINATED advisories of the receipts consumer
+	stop  func()       // stops the running stage
 }
 
 // start runs the stage until the test ends; the cleanup cancels it and checks
@@ -56,7 +57,7 @@ func start(t *testing.T, opts Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, nc: nc, js: js, index: kv, pub: pub, m: NewMetrics(prometheus.NewRegistry())}
+	h := &harness{t: t, nc: nc, js: js, index: kv, pub: pub}
 	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+streams.DLR+"."+streams.ConsumerReceipts,
 		func(*nats.Msg) { h.terms.Add(1) })
 	if err != nil {
@@ -64,9 +65,15 @@ func start(t *testing.T, opts Options) *harness {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
-	s := New(js, pub, opts, slog.New(slog.DiscardHandler), h.m)
-	natstest.Run(t, wait, s.Run)
+	h.run(opts)
 	return h
+}
+
+// run starts a stage (a new instance, as after a restart) with fresh metrics.
+func (h *harness) run(opts Options) {
+	h.m = NewMetrics(prometheus.NewRegistry())
+	s := New(h.js, h.pub, opts, slog.New(slog.DiscardHandler), h.m)
+	h.stop = natstest.Run(h.t, wait, s.Run)
 }
 
 // indexed writes the sms_dlr_index entry egress writes after a submit.
