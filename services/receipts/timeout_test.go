@@ -49,6 +49,7 @@ func (h *harness) due(id string) bool {
 }
 
 func TestAMessageWhoseReceiptNeverComesEndsExpiredThenALateReceiptLoses(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
 	h := start(t, Options{ReceiptTimeout: time.Second})
 	const id = "01JMSG000000000000000NORCP"
 	at := time.Now()
@@ -79,6 +80,7 @@ func TestAMessageWhoseReceiptNeverComesEndsExpiredThenALateReceiptLoses(t *testi
 }
 
 func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
 	h := start(t, Options{ReceiptTimeout: 2 * time.Second})
 	const id = "01JMSG000000000000000INTME"
 	h.submitted(id, "w1", time.Now())
@@ -96,6 +98,7 @@ func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
 }
 
 func TestAMessageAlreadyFinalGetsNoTimer(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
 	h := start(t, Options{ReceiptTimeout: time.Second})
 	h.stop()
 	const id = "01JMSG000000000000000FINAL"
@@ -137,6 +140,7 @@ func TestAMessageAlreadyFinalGetsNoTimer(t *testing.T) {
 // The timer lives in the server: a stage that is down when it fires finds it
 // when it comes back.
 func TestAReceiptTimeoutSurvivesARestartOfTheStage(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
 	h := start(t, Options{ReceiptTimeout: time.Second})
 	const id = "01JMSG000000000000000RSTRT"
 	h.submitted(id, "s1", time.Now())
