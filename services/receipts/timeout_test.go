@@ -36,15 +36,22 @@ func (h *harness) waitTimeouts(result string, n float64) {
 	}
 }
 
-// due reports whether the timer of id has fired (its due message is stored).
-func (h *harness) due(id string) bool {
+// due reports whether the timer of id has fired and is not yet handled.
+func (h *harness) due(id string) bool { return h.stored(TimerDueSubject(id)) }
+
+// stored reports whether SMS_RECEIPT_TIMERS holds a message on subject.
+func (h *harness) stored(subject string) bool {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	s, err := h.js.Stream(ctx, streams.ReceiptTimers)
 	if err != nil {
-		return false
+		h.t.Fatal(err)
 	}
-	_, err = s.GetLastMsgForSubject(ctx, TimerDueSubject(id))
+	_, err = s.GetLastMsgForSubject(ctx, subject)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		h.t.Fatalf("read %s: %v", subject, err)
+	}
 	return err == nil
 }
 
@@ -63,6 +70,10 @@ func TestAMessageWhoseReceiptNeverComesEndsExpiredThenALateReceiptLoses(t *testi
 	if ev.Status != status.Expired || ev.Reason != ReasonNoReceipt || ev.Stage != "receipts" || ev.SMSCID != "n1" {
 		t.Fatalf("event = %+v, want expired, reason no_receipt, stage receipts, smsc_id n1", ev)
 	}
+	// Nothing is left behind: the schedule is gone once fired, the fired
+	// timeout once handled (SMS_RECEIPT_TIMERS is a work queue).
+	h.until("want the handled timeout removed from SMS_RECEIPT_TIMERS", func() bool { return !h.due(id) })
+	h.until("want the fired schedule removed", func() bool { return !h.stored(TimerWaitSubject(id)) })
 	// The receipt turns up after all: the message stays expired.
 	h.indexed("n1", id)
 	h.receipt(dlr.Record{Text: text("n1", "DELIVRD", "000")})
@@ -125,15 +136,8 @@ func TestAMessageAlreadyFinalGetsNoTimer(t *testing.T) {
 	if ev := h.onlyTerminal(late); ev.Status != status.Expired || ev.Reason != ReasonNoReceipt {
 		t.Fatalf("late message = %+v, want expired no_receipt", ev)
 	}
-	if h.due(id) {
+	if h.due(id) || h.stored(TimerWaitSubject(id)) {
 		t.Fatal("a final message got a receipt timer")
-	}
-	s, err := h.js.Stream(ctx, streams.ReceiptTimers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.GetLastMsgForSubject(ctx, TimerWaitSubject(id)); !errors.Is(err, jetstream.ErrMsgNotFound) {
-		t.Fatalf("schedule of a final message: %v, want none", err)
 	}
 }
 
