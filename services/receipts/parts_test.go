@@ -10,6 +10,7 @@ import (
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
 )
 
 func TestPartsOutcome(t *testing.T) {
@@ -177,4 +178,35 @@ func TestPartsArrivingTogetherAreAllCounted(t *testing.T) {
 func (h *harness) until(what string, cond func() bool) {
 	h.t.Helper()
 	natstest.Eventually(h.t, wait, what, cond)
+}
+
+// A crash after the last part was recorded and before the status was
+// published: the redelivered receipt finds its part in, counts it as a
+// duplicate part, and still publishes the status.
+func TestAPartRecordedBeforeACrashStillGivesTheStatus(t *testing.T) {
+	h := start(t, Options{})
+	const id = "01JMSG0000000000000000CRSH"
+	h.indexedParts(id, "k1", "k2")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := h.js.KeyValue(ctx, streams.BucketReceiptParts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(partsRecord{Parts: 2, Done: map[string]partState{
+		"1": {State: dlr.Delivered, SMSCID: "k1", Seq: 1},
+		"2": {State: dlr.Delivered, SMSCID: "k2", Seq: 2},
+	}})
+	if _, err := kv.Put(ctx, partsKey(id), rec); err != nil {
+		t.Fatal(err)
+	}
+	h.receipt(dlr.Record{Text: text("k2", "DELIVRD", "000")})
+	h.waitCount(status.Delivered, 1)
+	h.drained()
+	if r, d := h.parts("recorded"), h.parts("duplicate"); r != 0 || d != 1 {
+		t.Fatalf("parts recorded %v, duplicate %v; want 0, 1", r, d)
+	}
+	if ev := h.onlyTerminal(id); ev.Status != status.Delivered || ev.Detail != "stat:delivered parts:2/2" {
+		t.Fatalf("event = %+v, want delivered, parts 2/2", ev)
+	}
 }
