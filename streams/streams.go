@@ -52,6 +52,7 @@ const (
 
 	ConsumerReceiptTimers   = "receipt-timers"   // on SMS_STATUS: a timeout per submitted message
 	ConsumerReceiptTimeouts = "receipt-timeouts" // on SMS_RECEIPT_TIMERS: the timeouts that fired
+	ConsumerReceiptRechecks = "receipt-rechecks" // on SMS_RECEIPT_TIMERS: parked receipts, due again
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -175,7 +176,8 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 		}
 	}
 	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
-		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts}} {
+		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
+		{ReceiptTimers, ConsumerReceiptRechecks}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err

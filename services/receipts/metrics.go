@@ -13,6 +13,7 @@ type Metrics struct {
 	states   *prometheus.CounterVec
 	parts    *prometheus.CounterVec
 	timeouts *prometheus.CounterVec
+	parked   prometheus.Counter
 }
 
 // NewMetrics registers the stage's metrics on reg.
@@ -35,6 +36,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "smsflow", Subsystem: "receipts", Name: "timeouts_total",
 			Help: "Receipt timeouts, by result: scheduled (a submitted message got a timeout), expired (it fired and ended the message expired, reason no_receipt), settled (it fired after the message was already final).",
 		}, []string{"result"}),
+		parked: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "smsflow", Subsystem: "receipts", Name: "parked_total",
+			Help: "Receipts without an index entry parked in SMS_RECEIPT_TIMERS to be looked at again (once per look), so they do not hold the consumer's ack-pending slots.",
+		}),
 	}
 	for _, r := range []string{"delivered", "undelivered", "expired", "part", "intermediate", "duplicate", "orphan", "invalid"} {
 		m.results.WithLabelValues(r)

@@ -40,7 +40,14 @@ import (
 
 // Options configure the stage.
 type Options struct {
-	OrphanAfter    time.Duration // give up on a receipt with no index entry after this; 10m when 0
+	OrphanAfter time.Duration // give up on a receipt with no index entry after this; 10m when 0
+	// A receipt still without its index entry ParkAfter after it was
+	// received (30s when 0) is parked: acked, and looked at again every
+	// RecheckEvery (1m when 0; the schedule has whole seconds) from a message
+	// schedule, so a flood of orphans waits in the stream, not in the
+	// consumer's max_ack_pending, until OrphanAfter.
+	ParkAfter      time.Duration
+	RecheckEvery   time.Duration
 	ReceiptTimeout time.Duration // a submitted message with no final receipt after this ends expired (no_receipt); 48h when 0
 	// ReceiptIDs is, per link, how its SMSC writes message ids in receipts
 	// (dlr.IDText when absent); egress indexes with the link's submit_sm_resp form.
@@ -66,6 +73,12 @@ type Stage struct {
 func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.Logger, m *Metrics) *Stage {
 	if opts.OrphanAfter <= 0 {
 		opts.OrphanAfter = 10 * time.Minute
+	}
+	if opts.ParkAfter <= 0 {
+		opts.ParkAfter = 30 * time.Second
+	}
+	if opts.RecheckEvery < time.Second {
+		opts.RecheckEvery = time.Minute
 	}
 	if opts.ReceiptTimeout <= 0 {
 		opts.ReceiptTimeout = 48 * time.Hour
@@ -104,6 +117,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		{streams.DLR, streams.ConsumerReceipts, s.handle},
 		{streams.Status, streams.ConsumerReceiptTimers, s.handleSubmitted},
 		{streams.ReceiptTimers, streams.ConsumerReceiptTimeouts, s.handleDue},
+		{streams.ReceiptTimers, streams.ConsumerReceiptRechecks, s.handle},
 	}
 	conss := make([]jetstream.Consumer, len(loops))
 	for i, l := range loops {
@@ -125,36 +139,43 @@ func (s *Stage) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// handle correlates one receipt: from SMS_DLR, or parked and due again
+// (a recheck, which carries when it was first received).
 func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	md, err := msg.Metadata()
 	if err != nil {
 		return consume.Term("no metadata: " + err.Error())
 	}
+	pk := parkedFrom(msg, md)
 	var rec dlr.Record
 	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
 		s.m.results.WithLabelValues("invalid").Inc()
-		s.log.Warn("receipt record is not valid JSON, skipped", "seq", md.Sequence.Stream, "err", err)
+		s.log.Warn("receipt record is not valid JSON, skipped", "seq", pk.seq, "err", err)
 		return consume.Term("invalid receipt record")
 	}
 	r, err := dlr.Parse(rec)
 	if err != nil {
 		s.m.results.WithLabelValues("invalid").Inc()
-		s.log.Warn("not a delivery receipt, skipped", "seq", md.Sequence.Stream, "link", rec.Link, "err", err)
+		s.log.Warn("not a delivery receipt, skipped", "seq", pk.seq, "link", rec.Link, "err", err)
 		return consume.Term("not a receipt")
 	}
-	if md.NumDelivered == 1 {
+	if md.NumDelivered == 1 && !pk.recheck {
 		s.m.states.WithLabelValues(string(r.State)).Inc()
 	}
 	smscID := dlr.CanonicalID(r.ID, s.opts.ReceiptIDs[rec.Link])
 	key := dlr.Key(rec.Link, smscID)
 	kve, err := s.index.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if s.now().Sub(md.Timestamp) > s.opts.OrphanAfter {
+		age := s.now().Sub(pk.received)
+		switch {
+		case age > s.opts.OrphanAfter:
 			s.m.results.WithLabelValues("orphan").Inc()
 			s.log.Warn("receipt matches no submitted message: orphan", "link", rec.Link, "smsc_id", r.ID, "stat", r.Stat)
 			return consume.Term("orphan")
+		case age < s.opts.ParkAfter:
+			return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
 		}
-		return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
+		return s.park(ctx, msg, pk)
 	}
 	if err != nil {
 		return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
