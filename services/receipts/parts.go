@@ -24,6 +24,7 @@ import (
 // partState is the final receipt of one part.
 type partState struct {
 	State  dlr.State `json:"state"`
+	Stat   string    `json:"stat,omitempty"` // as the receipt said it ("UNDELIV")
 	Err    string    `json:"err,omitempty"`
 	SMSCID string    `json:"smsc_id"`
 	Seq    int       `json:"seq"` // 1 for the first part recorded, 2 for the next, ...

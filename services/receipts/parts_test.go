@@ -82,8 +82,8 @@ func TestALongMessageIsDeliveredWhenAllItsPartsAre(t *testing.T) {
 	h.waitCount(status.Delivered, 1)
 	h.drained()
 	ev := h.onlyTerminal(id)
-	if ev.Status != status.Delivered || ev.Parts != 3 || ev.Detail != "stat:delivered parts:3/3" {
-		t.Fatalf("event = %+v, want delivered, parts 3, detail parts:3/3", ev)
+	if ev.Status != status.Delivered || ev.Parts != 3 || ev.Detail != "stat:DELIVRD parts:3/3" {
+		t.Fatalf("event = %+v, want delivered, parts 3, detail stat:DELIVRD parts:3/3", ev)
 	}
 	if r, d, p := h.parts("recorded"), h.parts("duplicate"), h.count("part"); r != 3 || d != 1 || p != 3 {
 		t.Fatalf("parts recorded %v, duplicate %v, processed part %v; want 3, 1, 3", r, d, p)
@@ -194,8 +194,8 @@ func TestAPartRecordedBeforeACrashStillGivesTheStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, _ := json.Marshal(partsRecord{Parts: 2, Done: map[string]partState{
-		"1": {State: dlr.Delivered, SMSCID: "k1", Seq: 1},
-		"2": {State: dlr.Delivered, SMSCID: "k2", Seq: 2},
+		"1": {State: dlr.Delivered, Stat: "DELIVRD", SMSCID: "k1", Seq: 1},
+		"2": {State: dlr.Delivered, Stat: "DELIVRD", SMSCID: "k2", Seq: 2},
 	}})
 	if _, err := kv.Put(ctx, partsKey(id), rec); err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func TestAPartRecordedBeforeACrashStillGivesTheStatus(t *testing.T) {
 	if r, d := h.parts("recorded"), h.parts("duplicate"); r != 0 || d != 1 {
 		t.Fatalf("parts recorded %v, duplicate %v; want 0, 1", r, d)
 	}
-	if ev := h.onlyTerminal(id); ev.Status != status.Delivered || ev.Detail != "stat:delivered parts:2/2" {
+	if ev := h.onlyTerminal(id); ev.Status != status.Delivered || ev.Detail != "stat:DELIVRD parts:2/2" {
 		t.Fatalf("event = %+v, want delivered, parts 2/2", ev)
 	}
 }

@@ -92,8 +92,8 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, now: time.Now}
 }
 
-// Run consumes receipts, submitted events (to start their timeouts) and the
-// timeouts that fire, until ctx is done; then it finishes the messages in
+// Run consumes receipts, submitted events (to start their timeouts), the
+// timeouts that fire and the parked receipts due again, until ctx is done; then it finishes the messages in
 // hand. It returns nil when ctx ends, even before it got to consume.
 func (s *Stage) Run(ctx context.Context) error {
 	var err error
@@ -201,7 +201,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		ev.Status = status.Undelivered
 	}
 	if e.Parts > 1 {
-		agg, fresh, err := s.recordPart(ctx, e, partKey(e, smscID), partState{State: r.State, Err: r.Err, SMSCID: r.ID})
+		agg, fresh, err := s.recordPart(ctx, e, partKey(e, smscID), partState{State: r.State, Stat: r.Stat, Err: r.Err, SMSCID: r.ID})
 		if err != nil {
 			s.log.Warn("cannot record the receipt of a part, retrying", "msg_id", e.ID, "err", err)
 			return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
@@ -216,7 +216,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		// crash), publish: the status may not have made it; Publish makes a
 		// second one a duplicate.
 		ev.Status, ev.SMSCID, ev.Code = st, by.SMSCID, errCode(by.Err)
-		ev.Detail = fmt.Sprintf("stat:%s parts:%d/%d", by.State, len(agg.Done), e.Parts)
+		ev.Detail = fmt.Sprintf("stat:%s parts:%d/%d", by.Stat, len(agg.Done), e.Parts) // parts with a final receipt so far
 	}
 	err = s.pub.Publish(ctx, ev)
 	switch {
