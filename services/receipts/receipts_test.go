@@ -29,7 +29,7 @@ const (
 
 // harness is one running receipts stage against its own JetStream server.
 type harness struct {
-	t     *testing.T // the (sub)test that fails when a helper does; table cases share a harness and set it
+	t     testing.TB // the (sub)test that fails when a helper does; table cases share a harness and set it
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	index jetstream.KeyValue
@@ -41,7 +41,7 @@ type harness struct {
 
 // start runs the stage until the test ends; the cleanup cancels it and checks
 // that Run returns nil.
-func start(t *testing.T, opts Options) *harness {
+func start(t testing.TB, opts Options) *harness {
 	t.Helper()
 	nc, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
