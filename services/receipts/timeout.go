@@ -51,7 +51,11 @@ func (s *Stage) handleSubmitted(ctx context.Context, msg jetstream.Msg) consume.
 	case err != nil && !errors.Is(err, status.ErrNotFound):
 		return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
 	}
-	at := ev.At.Add(s.opts.ReceiptTimeout)
+	submitted := ev.At
+	if md, err := msg.Metadata(); err == nil && (submitted.IsZero() || submitted.After(md.Timestamp)) {
+		submitted = md.Timestamp // no time, or one from a clock ahead of the server's
+	}
+	at := submitted.Add(s.opts.ReceiptTimeout)
 	if t := at.Truncate(time.Second); t.Before(at) {
 		at = t.Add(time.Second) // @at takes whole seconds: never fire early
 	}
