@@ -77,6 +77,10 @@ type Link struct {
 	RespTimeout time.Duration `koanf:"resp_timeout"`
 	SourceAddr  string        `koanf:"source_addr"`
 	Price       float64       `koanf:"price"` // cost of one submitted part, for the dashboard; 0: not priced
+	// How the SMSC writes message ids in submit_sm_resp and in receipts:
+	// "text" (default, ""), "decimal" or "hex" (see dlr.CanonicalID).
+	RespIDForm    string `koanf:"resp_id_form"`
+	ReceiptIDForm string `koanf:"receipt_id_form"`
 }
 
 // Pool is a group of links that messages are routed to.
@@ -102,7 +106,8 @@ type Egress struct {
 
 // Receipts configures the receipts stage.
 type Receipts struct {
-	OrphanAfter time.Duration `koanf:"orphan_after"`
+	OrphanAfter    time.Duration `koanf:"orphan_after"`
+	ReceiptTimeout time.Duration `koanf:"receipt_timeout"` // submitted with no final receipt this long: expired (no_receipt)
 }
 
 // Log configures the logger.

@@ -44,7 +44,7 @@ func TestLoad(t *testing.T) {
 					Pools:    map[string]Pool{"default": {Links: []string{"sim1"}, Prefixes: []string{}}},
 					Policy:   Policy{DefaultPool: "default", MaxTextChars: 1600},
 					Egress:   Egress{MaxAttempts: 10, BackoffMin: 500 * time.Millisecond, BackoffMax: time.Minute, ShutdownGrace: 10 * time.Second},
-					Receipts: Receipts{OrphanAfter: 10 * time.Minute},
+					Receipts: Receipts{OrphanAfter: 10 * time.Minute, ReceiptTimeout: 48 * time.Hour},
 					Log:      Log{Level: "info", Format: "text"},
 				}
 				if !reflect.DeepEqual(c, want) {

@@ -49,6 +49,7 @@ func (c Config) Validate() error {
 	}
 	v.atLeastDuration("egress.shutdown_grace", c.Egress.ShutdownGrace, 0)
 	v.positive("receipts.orphan_after", c.Receipts.OrphanAfter)
+	c.validateReceiptTimeout(v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	return errors.Join(v.errs...)
@@ -95,6 +96,33 @@ func (c Config) validateLink(v *validator, name string, l Link) {
 	v.positive(key+".resp_timeout", l.RespTimeout)
 	if !(l.Price >= 0) || math.IsInf(l.Price, 1) {
 		v.addf("%s.price: must be a number >= 0, got %v", key, l.Price)
+	}
+	validateIDForms(v, key, l)
+}
+
+// validateIDForms checks a link's SMSC id forms: each text, decimal or hex,
+// and both numeric or both text, since a number never matches a text id.
+func validateIDForms(v *validator, key string, l Link) {
+	numeric := func(f string) bool { return f == "decimal" || f == "hex" }
+	for _, f := range [][2]string{{".resp_id_form", l.RespIDForm}, {".receipt_id_form", l.ReceiptIDForm}} {
+		if f[1] != "" {
+			v.oneOf(key+f[0], f[1], "text", "decimal", "hex")
+		}
+	}
+	if numeric(l.RespIDForm) != numeric(l.ReceiptIDForm) {
+		v.addf("%s.receipt_id_form: must be decimal or hex when resp_id_form is, and text when it is text (got %q and %q)",
+			key, l.RespIDForm, l.ReceiptIDForm)
+	}
+}
+
+// maxReceiptTimeout keeps a receipt timeout inside SMS_RECEIPT_TIMERS's
+// max_age (7 days): its schedule must fire before the stream drops it.
+const maxReceiptTimeout = 6 * 24 * time.Hour
+
+func (c Config) validateReceiptTimeout(v *validator) {
+	v.positive("receipts.receipt_timeout", c.Receipts.ReceiptTimeout)
+	if c.Receipts.ReceiptTimeout > maxReceiptTimeout {
+		v.addf("receipts.receipt_timeout: must be at most %s (the timers stream keeps 7 days), got %s", maxReceiptTimeout, c.Receipts.ReceiptTimeout)
 	}
 }
 

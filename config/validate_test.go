@@ -69,6 +69,13 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"the backoff does not shrink", func(c *Config) { c.Egress.BackoffMax = -time.Second }, "egress.backoff_max: must be >= egress.backoff_min (500ms), got -1s"},
 		{"the shutdown grace is not negative", func(c *Config) { c.Egress.ShutdownGrace = -1 }, "egress.shutdown_grace: must be >= 0s, got -1ns"},
 		{"orphans are given some time", func(c *Config) { c.Receipts.OrphanAfter = 0 }, "receipts.orphan_after: must be > 0, got 0s"},
+		{"a receipt timeout is positive", func(c *Config) { c.Receipts.ReceiptTimeout = 0 }, "receipts.receipt_timeout: must be > 0, got 0s"},
+		{"a receipt timeout fires before its timer ages out", func(c *Config) { c.Receipts.ReceiptTimeout = 7 * 24 * time.Hour },
+			"receipts.receipt_timeout: must be at most 144h0m0s (the timers stream keeps 7 days), got 168h0m0s"},
+		{"an id form is a known one", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.RespIDForm = "octal" }) },
+			`links.sim1.resp_id_form: must be one of text, decimal, hex; got "octal"`},
+		{"a numeric id form on one side needs one on the other", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.ReceiptIDForm = "decimal" }) },
+			`links.sim1.receipt_id_form: must be decimal or hex when resp_id_form is, and text when it is text (got "" and "decimal")`},
 		{"the log level is a known one", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error; got "verbose"`},
 		{"the log format is a known one", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json; got "xml"`},
 	}

@@ -31,6 +31,8 @@ const (
 	Status   = "SMS_STATUS"
 	DLR      = "SMS_DLR"
 	Inbound  = "SMS_INBOUND"
+
+	ReceiptTimers = "SMS_RECEIPT_TIMERS" // receipt timeouts, as message schedules
 )
 
 // KV bucket names.
@@ -39,12 +41,18 @@ const (
 	BucketStatus   = "sms_status"
 	BucketPacing   = "sms_pacing"
 	BucketLinks    = "sms_links"
+
+	BucketReceiptParts = "sms_receipt_parts" // final receipt of each part of a long message
 )
 
 // Consumer durable names.
 const (
 	ConsumerPolicy   = "policy"
 	ConsumerReceipts = "receipts"
+
+	ConsumerReceiptTimers   = "receipt-timers"   // on SMS_STATUS: a timeout per submitted message
+	ConsumerReceiptTimeouts = "receipt-timeouts" // on SMS_RECEIPT_TIMERS: the timeouts that fired
+	ConsumerReceiptRechecks = "receipt-rechecks" // on SMS_RECEIPT_TIMERS: parked receipts, due again
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -167,7 +175,9 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 			return fmt.Errorf("kv %s: %w", c.Bucket, err)
 		}
 	}
-	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}} {
+	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
+		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
+		{ReceiptTimers, ConsumerReceiptRechecks}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err

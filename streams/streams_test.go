@@ -22,7 +22,8 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true}
+	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true,
+		streams.ReceiptTimers: true}
 	for _, c := range ss {
 		if !want[c.Name] {
 			t.Errorf("unexpected stream %s", c.Name)
@@ -57,9 +58,14 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if ei, _ := eg.Info(ctx); ei.Config.Retention != jetstream.WorkQueuePolicy {
 		t.Errorf("SMS_EGRESS retention = %v, want work-queue", ei.Config.Retention)
 	}
-	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks} {
+	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks, streams.BucketReceiptParts} {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			t.Errorf("kv %s: %v", b, err)
+		}
+	}
+	for _, sc := range [][2]string{{streams.Status, streams.ConsumerReceiptTimers}, {streams.ReceiptTimers, streams.ConsumerReceiptTimeouts}} {
+		if _, err := js.Consumer(ctx, sc[0], sc[1]); err != nil {
+			t.Errorf("consumer %s/%s: %v", sc[0], sc[1], err)
 		}
 	}
 	c, err := js.Consumer(ctx, streams.Egress, streams.EgressConsumerName("cz"))

@@ -21,6 +21,7 @@ import (
 
 	"github.com/smsflow/smsflow/config"
 	"github.com/smsflow/smsflow/pkg/broker"
+	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/services/dashboard"
@@ -170,7 +171,8 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		g.Go(func() error { return eg.Run(gctx) })
 	}
 	if stages["receipts"] {
-		rc := receipts.New(b.JS, pub, receipts.Options{OrphanAfter: cfg.Receipts.OrphanAfter, Grace: cfg.Egress.ShutdownGrace},
+		rc := receipts.New(b.JS, pub, receipts.Options{OrphanAfter: cfg.Receipts.OrphanAfter, Grace: cfg.Egress.ShutdownGrace,
+			ReceiptTimeout: cfg.Receipts.ReceiptTimeout, ReceiptIDs: receiptIDForms(cfg)},
 			log.With("stage", "receipts"), receipts.NewMetrics(reg))
 		g.Go(func() error { return rc.Run(gctx) })
 	}
@@ -239,6 +241,7 @@ func linkOptions(cfg config.Config) []egress.LinkOptions {
 			l := cfg.Links[name]
 			out = append(out, egress.LinkOptions{
 				Name: name, Pool: pool, Rate: l.Rate, Burst: l.Burst, Source: l.SourceAddr,
+				RespIDs: dlr.IDForm(l.RespIDForm), // validated: "", text, decimal or hex ("" is text)
 				SMPP: smpplink.Config{Name: name, Addr: l.Address, SystemID: l.SystemID, Password: l.Password.Reveal(),
 					SystemType: l.SystemType, Window: l.Window, RespTimeout: l.RespTimeout},
 			})
@@ -255,6 +258,15 @@ func dashboardLinks(cfg config.Config) []dashboard.Link {
 			l := cfg.Links[name]
 			out = append(out, dashboard.Link{Name: name, Pool: pool, Rate: float64(l.Rate), Burst: l.Burst, Price: l.Price})
 		}
+	}
+	return out
+}
+
+// receiptIDForms maps each link to how its SMSC writes receipt ids.
+func receiptIDForms(cfg config.Config) map[string]dlr.IDForm {
+	out := map[string]dlr.IDForm{}
+	for name, l := range cfg.Links {
+		out[name] = dlr.IDForm(l.ReceiptIDForm)
 	}
 	return out
 }
