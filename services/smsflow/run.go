@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smsflow/smsflow/config"
+	"github.com/smsflow/smsflow/pkg/blacklist"
 	"github.com/smsflow/smsflow/pkg/broker"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
@@ -146,6 +147,17 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The blacklist serves the policy stage (Contains, after Ready) and the
+	// HTTP API (/v1/blacklist); a list that fails to load at start stops run.
+	var bl *blacklist.List
+	if stages["policy"] || stages["http"] {
+		bl = blacklist.New(b.NC, b.JS, blacklist.Options{
+			Files: cfg.Blacklist.Files, PollInterval: cfg.Blacklist.PollInterval,
+			ObjectBucket: cfg.Blacklist.ObjectBucket, KVBucket: streams.BucketBlacklist,
+			Region: cfg.Policy.DefaultRegion,
+		}, log.With("component", "blacklist"), blacklist.NewMetrics(reg))
+		g.Go(func() error { return bl.Run(gctx) })
+	}
 	var eg *egress.Stage
 	if stages["policy"] {
 		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
@@ -175,6 +187,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
 		mux := http.NewServeMux()
 		api.Register(mux)
+		bl.Register(mux)
 		gatherer, _ := reg.(prometheus.Gatherer)
 		if gatherer != nil {
 			mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
