@@ -3,7 +3,7 @@ package blacklist
 // key returns the set key of an E.164 number: its digits as an integer. It
 // is one-to-one because E.164 numbers have at most 15 digits and never start
 // with 0. ok is false for anything that is not "+" and 1 to 15 digits.
-func key(e164 string) (k uint64, ok bool) {
+func key[T string | []byte](e164 T) (k uint64, ok bool) {
 	if len(e164) < 2 || len(e164) > 16 || e164[0] != '+' || e164[1] == '0' {
 		return 0, false
 	}

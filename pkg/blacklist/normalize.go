@@ -2,7 +2,6 @@ package blacklist
 
 import (
 	"regexp"
-	"strconv"
 	"sync"
 
 	"github.com/nyaruka/phonenumbers"
@@ -33,8 +32,9 @@ func normalize(raw, region string) (string, error) {
 }
 
 // fastCanonical reports whether raw is certainly its own E.164 form. false
-// means "ask phone.Normalize", not "invalid".
-func fastCanonical(raw string) bool {
+// means "ask phone.Normalize", not "invalid". It takes bytes too, so the
+// parser need not allocate a string a line.
+func fastCanonical[T string | []byte](raw T) bool {
 	// "+" and 7 to 15 digits, the bounds phone.Normalize enforces.
 	if len(raw) < 8 || len(raw) > 16 || raw[0] != '+' || raw[1] == '0' {
 		return false
@@ -45,8 +45,9 @@ func fastCanonical(raw string) bool {
 		}
 	}
 	plans := countryPlans()
+	cc := 0
 	for n := 1; n <= 3; n++ {
-		cc, _ := strconv.Atoi(raw[1 : 1+n])
+		cc = cc*10 + int(raw[n]-'0')
 		if !plans.known[cc] {
 			continue // the parser takes the shortest known code, as here
 		}
@@ -58,7 +59,16 @@ func fastCanonical(raw string) bool {
 		if national[0] == '0' || !p.possible[len(national)] {
 			return false
 		}
-		return p.nationalPrefix == nil || !p.nationalPrefix.MatchString(national)
+		if p.nationalPrefix == nil {
+			return true
+		}
+		switch v := any(national).(type) {
+		case string:
+			return !p.nationalPrefix.MatchString(v)
+		case []byte:
+			return !p.nationalPrefix.Match(v)
+		}
+		return false
 	}
 	return false
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/smsflow/smsflow/pkg/phone"
 )
 
 // Columns that hold the number in a CSV list, matched case-insensitively.
@@ -58,14 +60,14 @@ func Parse(r io.Reader, region string) ([]uint64, error) {
 			return p.result(err)
 		}
 		line = bytes.TrimPrefix(line, []byte("\uFEFF"))
-		content := strings.TrimSpace(stripComment(string(line)))
-		if content == "" {
+		content := bytes.TrimSpace(stripComment(line))
+		if len(content) == 0 {
 			if err != nil {
 				return p.result(err)
 			}
 			continue
 		}
-		if isHeader(content) {
+		if isHeader(string(content)) {
 			return p.parseCSV(io.MultiReader(bytes.NewReader(append(slices.Clone(line), '\n')), br), p.line-1)
 		}
 		p.add(p.line, content)
@@ -86,10 +88,8 @@ type parser struct {
 func (p *parser) parseLines(br *bufio.Reader) ([]uint64, error) {
 	for len(p.errs) < maxErrors {
 		line, err := p.readLine(br)
-		if line != nil {
-			if content := strings.TrimSpace(stripComment(string(line))); content != "" {
-				p.add(p.line, content)
-			}
+		if content := bytes.TrimSpace(stripComment(line)); len(content) > 0 {
+			p.add(p.line, content)
 		}
 		if err != nil {
 			return p.result(err)
@@ -154,7 +154,7 @@ func (p *parser) parseCSV(r io.Reader, skipped int) ([]uint64, error) {
 			continue
 		}
 		if v := strings.TrimSpace(rec[col]); v != "" {
-			p.add(skipped+line, v)
+			p.add(skipped+line, []byte(v))
 		} else {
 			p.errs = append(p.errs, &LineError{Line: skipped + line, Err: fmt.Errorf("empty %s", header[col])})
 		}
@@ -162,8 +162,13 @@ func (p *parser) parseCSV(r io.Reader, skipped int) ([]uint64, error) {
 	return p.result(io.EOF)
 }
 
-func (p *parser) add(line int, raw string) {
-	e164, err := normalize(raw, p.region)
+func (p *parser) add(line int, raw []byte) {
+	if fastCanonical(raw) { // most lines of a big list: no allocation
+		k, _ := key(raw)
+		p.keys = append(p.keys, k)
+		return
+	}
+	e164, err := phone.Normalize(string(raw), p.region)
 	if err != nil {
 		p.errs = append(p.errs, &LineError{Line: line, Err: err})
 		return
@@ -193,11 +198,11 @@ func isHeader(content string) bool {
 	return slices.ContainsFunc(numberColumns, func(c string) bool { return strings.EqualFold(c, content) })
 }
 
-func stripComment(s string) string {
-	if i := strings.IndexByte(s, '#'); i >= 0 {
-		return s[:i]
+func stripComment(b []byte) []byte {
+	if i := bytes.IndexByte(b, '#'); i >= 0 {
+		return b[:i]
 	}
-	return s
+	return b
 }
 
 func shorten(s string) string {
