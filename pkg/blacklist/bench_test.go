@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -40,20 +41,35 @@ func benchKeys(n int) []uint64 {
 	return keys
 }
 
+// benchQueries returns n lookups, half of them numbers of keys and half
+// mostly absent, laid out one after another in memory as a decoded batch
+// of messages would be.
+func benchQueries(keys []uint64, n int) []string {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var all strings.Builder
+	ends := make([]int, n)
+	for i := range ends {
+		k := keys[rng.IntN(len(keys))]
+		if i%2 == 1 {
+			k = benchKey(rng) // mostly a miss
+		}
+		all.WriteString("+" + strconv.FormatUint(k, 10))
+		ends[i] = all.Len()
+	}
+	s, q := all.String(), make([]string, n)
+	start := 0
+	for i, end := range ends {
+		q[i], start = s[start:end], end
+	}
+	return q
+}
+
 // BenchmarkContains is one lookup in a List of 10M numbers, half of them
 // hits, through the public Contains (string to key, overlay, set).
 func BenchmarkContains(b *testing.B) {
 	keys := benchKeys(benchNumbers)
 	const queries = 1 << 20
-	rng := rand.New(rand.NewPCG(7, 8))
-	q := make([]string, queries)
-	for i := range q {
-		k := keys[rng.IntN(len(keys))]
-		if i%2 == 1 {
-			k = benchKey(rng) // mostly a miss
-		}
-		q[i] = "+" + strconv.FormatUint(k, 10)
-	}
+	q := benchQueries(keys, queries)
 	l := New(nil, nil, Options{}, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
 	l.setSources(map[string]*set{"file:bench": newSet(keys)})
 	l.applyKV(nil)
@@ -65,6 +81,39 @@ func BenchmarkContains(b *testing.B) {
 		}
 		i++
 	}
+	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/op")
+	if hits == 0 {
+		b.Fatal("no lookup hit")
+	}
+}
+
+// BenchmarkContainsGoMap is the same lookups in a map[uint64]struct{} of the
+// same 10M numbers, the obvious alternative, for comparison of time and
+// memory.
+func BenchmarkContainsGoMap(b *testing.B) {
+	keys := benchKeys(benchNumbers)
+	const queries = 1 << 20
+	q := benchQueries(keys, queries)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m := make(map[uint64]struct{})
+	for _, k := range keys {
+		m[k] = struct{}{}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	hits, i := 0, 0
+	cpu := cpuTime(b)
+	for b.Loop() {
+		if k, ok := key(q[i&(queries-1)]); ok {
+			if _, in := m[k]; in {
+				hits++
+			}
+		}
+		i++
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(m)), "heap-bytes/number")
 	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/op")
 	if hits == 0 {
 		b.Fatal("no lookup hit")

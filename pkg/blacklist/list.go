@@ -110,7 +110,7 @@ func New(nc *nats.Conn, js jetstream.JetStream, opts Options, log *slog.Logger, 
 	l := &List{nc: nc, js: js, opts: opts, log: log, m: m, now: time.Now,
 		sources: map[string]*set{}, overlay: map[uint64]Entry{},
 		revCh: make(chan struct{}), ready: make(chan struct{})}
-	l.snap.Store(&snapshot{base: indexed(nil), overlay: l.overlay})
+	l.snap.Store(&snapshot{base: build(nil), overlay: l.overlay})
 	return l
 }
 
@@ -328,6 +328,7 @@ func (l *List) applyKV(entries []jetstream.KeyValueEntry) {
 	defer l.ovMu.Unlock()
 	ov := maps.Clone(l.overlay)
 	maxRev := l.rev
+	applied := 0
 	for _, e := range entries {
 		maxRev = max(maxRev, e.Revision())
 		k, err := strconv.ParseUint(e.Key(), 10, 64)
@@ -338,6 +339,7 @@ func (l *List) applyKV(entries []jetstream.KeyValueEntry) {
 		}
 		if e.Operation() != jetstream.KeyValuePut {
 			delete(ov, k) // deleted or purged: the lists decide again
+			applied++
 			continue
 		}
 		var en Entry
@@ -348,6 +350,7 @@ func (l *List) applyKV(entries []jetstream.KeyValueEntry) {
 		}
 		en.rev = e.Revision()
 		ov[k] = en
+		applied++
 	}
 	l.overlay = ov
 	l.publish(func(s *snapshot) { s.overlay = ov })
@@ -356,7 +359,7 @@ func (l *List) applyKV(entries []jetstream.KeyValueEntry) {
 		close(l.revCh)
 		l.revCh = make(chan struct{})
 	}
-	l.m.loads.WithLabelValues("runtime", "ok").Add(float64(len(entries)))
+	l.m.loads.WithLabelValues("runtime", "ok").Add(float64(applied))
 }
 
 // publish makes a new snapshot from the current one changed by f.

@@ -96,11 +96,15 @@ func (l *List) Register(mux *http.ServeMux) {
 			writeJSON(w, http.StatusBadRequest, Reply{Error: `body must be JSON like {"number":"+420600000001","note":"…"}: ` + err.Error()})
 			return
 		}
-		st, err := l.Add(r.Context(), req.Number, req.Note)
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		st, err := l.Add(ctx, req.Number, req.Note)
 		l.answer(w, st, err)
 	})
 	mux.HandleFunc("DELETE /v1/blacklist/{number}", func(w http.ResponseWriter, r *http.Request) {
-		st, err := l.Remove(r.Context(), r.PathValue("number"), r.URL.Query().Get("note"))
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		st, err := l.Remove(ctx, r.PathValue("number"), r.URL.Query().Get("note"))
 		l.answer(w, st, err)
 	})
 	mux.HandleFunc("GET /v1/blacklist/{number}", func(w http.ResponseWriter, r *http.Request) {

@@ -19,30 +19,66 @@ type set struct {
 	shift uint     // 64 - b
 }
 
-// newSet builds a set from keys, which it sorts and scrambles in place (the
-// caller gives them up). Duplicates are fine.
+// newSet builds a set from keys, which it scrambles in place (the caller
+// gives them up). Duplicates are fine.
 func newSet(keys []uint64) *set {
 	for i, k := range keys {
 		keys[i] = mix(k)
 	}
-	slices.Sort(keys)
-	return indexed(slices.Clip(slices.Compact(keys)))
+	return build(keys)
 }
 
-// indexed builds the bucket index over sorted, distinct scrambled keys.
-func indexed(keys []uint64) *set {
+// build makes a set of scrambled keys. Scrambled keys are spread evenly, so
+// a counting sort on the bucket bits does most of the sorting in two linear
+// passes, and each bucket's few keys are then sorted by insertion: several
+// times faster at ten million keys than a comparison sort. It needs a second
+// array of len(keys) while it runs.
+func build(keys []uint64) *set {
 	b := uint(bits.Len(uint(len(keys) / 4))) // about 2 to 4 keys a bucket
 	b = max(1, min(b, 30))
-	s := &set{keys: keys, index: make([]uint32, 1<<b+1), shift: 64 - b}
-	i := 0
+	s := &set{index: make([]uint32, 1<<b+1), shift: 64 - b}
+	for _, m := range keys {
+		s.index[m>>s.shift+1]++
+	}
+	for i := 1; i < len(s.index); i++ {
+		s.index[i] += s.index[i-1]
+	}
+	next := slices.Clone(s.index[:1<<b])
+	out := make([]uint64, len(keys))
+	for _, m := range keys {
+		bucket := m >> s.shift
+		out[next[bucket]] = m
+		next[bucket]++
+	}
+	// Sort each bucket and drop duplicates, moving keys down over the gaps.
+	w := uint32(0)
 	for bucket := range 1 << b {
-		s.index[bucket] = uint32(i)
-		for i < len(keys) && int(keys[i]>>s.shift) == bucket {
-			i++
+		lo, hi := s.index[bucket], s.index[bucket+1]
+		s.index[bucket] = w
+		run := out[lo:hi]
+		insertionSort(run)
+		for i, m := range run {
+			if i == 0 || m != run[i-1] {
+				out[w] = m
+				w++
+			}
 		}
 	}
-	s.index[1<<b] = uint32(len(keys))
+	s.index[1<<b] = w
+	s.keys = out[:w]
+	if int(w) < len(out)-len(out)/16 { // many duplicates: do not hold the gap
+		s.keys = slices.Clone(s.keys)
+	}
+	s.keys = slices.Clip(s.keys)
 	return s
+}
+
+func insertionSort(a []uint64) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
 }
 
 // union returns a set of every key in sets. It returns the one non-empty set
@@ -58,7 +94,7 @@ func union(sets ...*set) *set {
 	}
 	switch len(nonEmpty) {
 	case 0:
-		return indexed(nil)
+		return build(nil)
 	case 1:
 		return nonEmpty[0]
 	}
@@ -66,8 +102,7 @@ func union(sets ...*set) *set {
 	for _, s := range nonEmpty {
 		keys = append(keys, s.keys...)
 	}
-	slices.Sort(keys)
-	return indexed(slices.Clip(slices.Compact(keys)))
+	return build(keys)
 }
 
 func (s *set) contains(k uint64) bool {
