@@ -401,7 +401,7 @@ func (l *List) watchKV(ctx context.Context, kv jetstream.KeyValue, initialDone f
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return ctx.Err()
+				return watchEnded(ctx, "kv "+l.opts.KVBucket)
 			}
 			if e != nil {
 				batch = append(batch, e)
@@ -434,4 +434,14 @@ func (l *List) watchKV(ctx context.Context, kv jetstream.KeyValue, initialDone f
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// watchEnded is what a watcher returns when its updates stop: nil when ctx
+// ended (the connection drains at shutdown), else an error, so the List
+// does not silently stop following changes.
+func watchEnded(ctx context.Context, what string) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("blacklist: watch of %s ended", what)
 }

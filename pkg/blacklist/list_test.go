@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +375,57 @@ func TestHTTPHandler(t *testing.T) {
 		if code, r := do(c.method, c.path, c.body); code != 400 || !strings.Contains(r.Error, c.has) {
 			t.Errorf("%s %s = %d %+v, want 400 saying %q", c.method, c.path, code, r, c.has)
 		}
+	}
+}
+
+// Lookups run while every kind of change lands; under -race this proves
+// the snapshots are shared without data races, and the end state is exact.
+func TestLookupsDuringChanges(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(t.TempDir(), "blacklist.txt")
+	writeFile(t, path, "+420600000001\n")
+	l, m := e.start(t, testOptions(path))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	stop := make(chan struct{})
+	done := make(chan int)
+	const readers = 2
+	for range readers {
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					done <- n
+					return
+				default:
+					l.Contains("+420600000001")
+					l.Contains("+420600000150")
+					n++
+					runtime.Gosched() // leave the changes some CPU on a small machine
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		if _, err := l.Add(ctx, "+420600000"+strconv.Itoa(100+i), ""); err != nil {
+			t.Fatalf("Add: %v", err)
+		}
+	}
+	writeFile(t, path, "+420600000002\n")
+	natstest.Eventually(t, wait, "the file change loaded", func() bool { return l.Contains("+420600000002") })
+	close(stop)
+	lookups := 0
+	for range readers {
+		lookups += <-done
+	}
+	if lookups == 0 {
+		t.Fatal("no lookup ran during the changes")
+	}
+	if n := testutil.ToFloat64(m.numbers); n != 21 {
+		t.Errorf("smsflow_blacklist_numbers = %v, want 21 (20 added, 1 in the file)", n)
+	}
+	if l.Contains("+420600000001") || !l.Contains("+420600000119") {
+		t.Error("end state wrong: want 001 dropped with the file, 119 added")
 	}
 }

@@ -28,7 +28,7 @@ func (l *List) watchObjects(ctx context.Context, obs jetstream.ObjectStore, init
 			return nil
 		case info, ok := <-w.Updates():
 			if !ok {
-				return ctx.Err()
+				return watchEnded(ctx, "object bucket "+l.opts.ObjectBucket)
 			}
 			if info == nil { // the end of the objects present at start
 				if err := errors.Join(initialErrs...); err != nil {
