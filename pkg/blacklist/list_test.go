@@ -429,3 +429,47 @@ func TestLookupsDuringChanges(t *testing.T) {
 		t.Error("end state wrong: want 001 dropped with the file, 119 added")
 	}
 }
+
+// A changed file is loaded only once it looked the same on two polls, so a
+// file still being written is not loaded half-way. poll is called directly:
+// no ticker, no timing.
+func TestAFileIsLoadedOnceItSettles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "blacklist.txt")
+	writeFile(t, path, "+420600000001\n")
+	m := NewMetrics(prometheus.NewRegistry())
+	l := New(nil, nil, testOptions(path), slog.New(slog.DiscardHandler), m)
+	fw := newFileWatch(l, []string{path})
+	if err := fw.poll(true); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Contains("+420600000001") {
+		t.Fatal("the first poll did not load the file")
+	}
+	// Half a file: a plain append, as a slow writer would leave it.
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("+420600000002\n+420"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.poll(false); err != nil || l.Contains("+420600000002") {
+		t.Fatalf("poll right after a change = %v, 002 blacklisted %v; want it left for the next poll", err, l.Contains("+420600000002"))
+	}
+	if _, err := f.WriteString("600000003\n"); err != nil { // the writer finishes
+		t.Fatal(err)
+	}
+	if err := fw.poll(false); err != nil || l.Contains("+420600000002") {
+		t.Fatalf("poll after a second change = %v; want it still waiting", err)
+	}
+	if err := fw.poll(false); err != nil {
+		t.Fatalf("poll of the settled file: %v", err)
+	}
+	if !l.Contains("+420600000002") || !l.Contains("+420600000003") {
+		t.Fatal("the settled file was not loaded")
+	}
+	if ok, bad := loads(m, "file", "ok"), loads(m, "file", "error"); ok != 2 || bad != 0 {
+		t.Errorf("file loads ok=%d error=%d, want 2 and 0: the half-written file was never read", ok, bad)
+	}
+}

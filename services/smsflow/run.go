@@ -165,7 +165,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
 			Grace: cfg.Egress.ShutdownGrace,
 		}, log.With("stage", "policy"), policy.NewMetrics(reg))
-		g.Go(func() error { return pol.Run(gctx) })
+		g.Go(func() error { return afterReady(gctx, bl, pol.Run) })
 	}
 	if stages["egress"] {
 		eg = egress.New(b.JS, pub, linkOptions(cfg), egress.Options{
@@ -220,6 +220,17 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	}
 	log.Info("smsflow stopped", "err", err)
 	return err
+}
+
+// afterReady runs f once the blacklist has loaded, so no message is judged
+// against a list that is still empty; nil if ctx ends first.
+func afterReady(ctx context.Context, bl *blacklist.List, f func(context.Context) error) error {
+	select {
+	case <-bl.Ready():
+		return f(ctx)
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // stopped reports whether err is only ctx ending: a signal during start-up
