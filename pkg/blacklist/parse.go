@@ -38,9 +38,11 @@ func (e *LineError) Unwrap() error { return e.Err }
 //     on its own line or after a number;
 //   - CSV with a header row naming the number column: number, phone, msisdn,
 //     to or e164 (any case). Other columns are ignored; "#" lines are comments.
+//     Fields are separated by commas, or by semicolons when the header has
+//     semicolons and no comma (a spreadsheet's export in many locales).
 //
 // The first line that is not blank or a comment decides: it is a CSV header
-// when it contains a comma or is just one of those column names.
+// when it contains a comma or semicolon or is just one of those column names.
 //
 // Numbers are normalised as phone.Normalize does, national numbers in region
 // (e.g. "CZ"; "" requires +E.164).
@@ -67,8 +69,8 @@ func Parse(r io.Reader, region string) ([]uint64, error) {
 			}
 			continue
 		}
-		if isHeader(string(content)) {
-			return p.parseCSV(io.MultiReader(bytes.NewReader(append(slices.Clone(line), '\n')), br), p.line-1)
+		if comma, ok := header(string(content)); ok {
+			return p.parseCSV(comma, io.MultiReader(bytes.NewReader(append(slices.Clone(line), '\n')), br), p.line-1)
 		}
 		p.add(p.line, content)
 		if err != nil {
@@ -113,8 +115,9 @@ func (p *parser) readLine(br *bufio.Reader) ([]byte, error) {
 	return bytes.TrimRight(line, "\r\n"), err
 }
 
-func (p *parser) parseCSV(r io.Reader, skipped int) ([]uint64, error) {
+func (p *parser) parseCSV(comma rune, r io.Reader, skipped int) ([]uint64, error) {
 	cr := csv.NewReader(r)
+	cr.Comma = comma
 	cr.Comment = '#'
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
@@ -191,11 +194,16 @@ func (p *parser) result(err error) ([]uint64, error) {
 	return p.keys, nil
 }
 
-func isHeader(content string) bool {
-	if strings.Contains(content, ",") {
-		return true
+// header reports whether the first content line is a CSV header, and its
+// field separator.
+func header(content string) (comma rune, ok bool) {
+	switch {
+	case strings.Contains(content, ","):
+		return ',', true
+	case strings.Contains(content, ";"):
+		return ';', true
 	}
-	return slices.ContainsFunc(numberColumns, func(c string) bool { return strings.EqualFold(c, content) })
+	return ',', slices.ContainsFunc(numberColumns, func(c string) bool { return strings.EqualFold(c, content) })
 }
 
 func stripComment(b []byte) []byte {

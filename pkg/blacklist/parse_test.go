@@ -38,6 +38,8 @@ var parseCases = []struct {
 	{name: "CSV with a header finds the phone column in any case",
 		in:   "# export\nName,Phone,Reason\n\"Novák, Jan\",+420600000001,asked\nEva,+420 600 000 002,\n",
 		want: []string{"+420600000001", "+420600000002"}},
+	{name: "a CSV with semicolons is read by its header's separator",
+		in: "Jméno;Phone\nJan;+420 600 000 001\n", want: []string{"+420600000001"}},
 	{name: "a one-column CSV is told by its header alone",
 		in: "\uFEFFMSISDN\n+420600000001\n", want: []string{"+420600000001"}},
 	{name: "an empty list is empty, not an error", in: "# nothing yet\n\n", want: []string{}},
