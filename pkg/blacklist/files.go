@@ -117,7 +117,11 @@ func loadFile(path, region string) (*set, error) {
 		return nil, fmt.Errorf("blacklist file %s: %w", path, err)
 	}
 	defer f.Close()
-	keys, err := Parse(f, region)
+	expect := 0
+	if info, err := f.Stat(); err == nil {
+		expect = int(info.Size() / 14) // "+420600000001\n"; more lines only grow the slice
+	}
+	keys, err := parse(f, region, expect)
 	if err != nil {
 		return nil, fmt.Errorf("blacklist file %s: %w", path, err)
 	}

@@ -53,8 +53,14 @@ func (e *LineError) Unwrap() error { return e.Err }
 // wrong format than right but for one line, and loading the rest would
 // silently drop numbers; the caller keeps the list it had instead.
 func Parse(r io.Reader, region string) ([]uint64, error) {
+	return parse(r, region, 0)
+}
+
+// parse is Parse with room for about expect numbers made up front, so a big
+// list is not copied while it grows.
+func parse(r io.Reader, region string, expect int) ([]uint64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	p := &parser{region: region}
+	p := &parser{region: region, keys: make([]uint64, 0, expect)}
 	// Look for the first content line to tell the format.
 	for {
 		line, err := p.readLine(br)

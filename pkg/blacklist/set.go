@@ -6,17 +6,22 @@ import (
 )
 
 // set is an immutable set of number keys built for lookups at ten million
-// numbers: about 9 bytes a number and two cache misses a lookup.
+// numbers: about 9.4 bytes a number, and one cache miss a lookup.
 //
-// Keys are scrambled by mix (a bijection, so nothing collides) to spread the
-// country-clustered numbers evenly, and kept sorted. index[b] is where the
-// keys whose top bits are b start, so a lookup reads one index entry and then
-// scans a handful of neighbouring keys (two to four on average), instead of
-// a 24-step binary search over 80 MB that misses the cache at every step.
+// It is an ordered linear-probing table. Keys are scrambled by mix (a
+// bijection, so nothing collides and 0, which no number has, marks an empty
+// slot) to spread the country-clustered numbers evenly. Each key's home slot
+// is proportional to its scrambled value, and keys are placed in increasing
+// order, each at its home or just after the key before it. So slots hold
+// keys in sorted order, and a lookup scans from the home slot until it finds
+// the key, a larger key or an empty slot: at a load of 6/7 that is four
+// slots on average, within one cache line, where a sorted array's binary
+// search misses the cache at most of its 24 steps and a Go map takes more
+// than twice the memory.
 type set struct {
-	keys  []uint64 // mix(key), sorted, distinct
-	index []uint32 // len 1<<b + 1
-	shift uint     // 64 - b
+	slots []uint64 // mix(key) in increasing order, 0 = empty
+	size  uint64   // the home slots are [0, size)
+	n     int
 }
 
 // newSet builds a set from keys, which it scrambles in place (the caller
@@ -28,58 +33,50 @@ func newSet(keys []uint64) *set {
 	return build(keys)
 }
 
-// build makes a set of scrambled keys. Scrambled keys are spread evenly, so
-// a counting sort on the bucket bits does most of the sorting in two linear
-// passes, and each bucket's few keys are then sorted by insertion: several
-// times faster at ten million keys than a comparison sort. It needs a second
-// array of len(keys) while it runs.
+// build makes a set of scrambled keys, which it reorders.
 func build(keys []uint64) *set {
-	b := uint(bits.Len(uint(len(keys) / 4))) // about 2 to 4 keys a bucket
-	b = max(1, min(b, 30))
-	s := &set{index: make([]uint32, 1<<b+1), shift: 64 - b}
-	for _, m := range keys {
-		s.index[m>>s.shift+1]++
-	}
-	for i := 1; i < len(s.index); i++ {
-		s.index[i] += s.index[i-1]
-	}
-	next := slices.Clone(s.index[:1<<b])
-	out := make([]uint64, len(keys))
-	for _, m := range keys {
-		bucket := m >> s.shift
-		out[next[bucket]] = m
-		next[bucket]++
-	}
-	// Sort each bucket and drop duplicates, moving keys down over the gaps.
-	w := uint32(0)
-	for bucket := range 1 << b {
-		lo, hi := s.index[bucket], s.index[bucket+1]
-		s.index[bucket] = w
-		run := out[lo:hi]
-		insertionSort(run)
-		for i, m := range run {
-			if i == 0 || m != run[i-1] {
-				out[w] = m
-				w++
-			}
+	sorted := sortDistinct(keys)
+	s := &set{n: len(sorted), size: uint64(len(sorted) + len(sorted)/6 + 1)}
+	s.slots = make([]uint64, s.size, s.size+64)
+	next := uint64(0) // the first free slot after the last key placed
+	for _, m := range sorted {
+		p := max(s.home(m), next)
+		if p >= uint64(len(s.slots)) {
+			s.slots = append(s.slots, make([]uint64, p+1-uint64(len(s.slots)))...)
 		}
+		s.slots[p] = m
+		next = p + 1
 	}
-	s.index[1<<b] = w
-	s.keys = out[:w]
-	if int(w) < len(out)-len(out)/16 { // many duplicates: do not hold the gap
-		s.keys = slices.Clone(s.keys)
-	}
-	s.keys = slices.Clip(s.keys)
+	s.slots = slices.Clip(s.slots)
 	return s
 }
 
-func insertionSort(a []uint64) {
-	for i := 1; i < len(a); i++ {
-		for j := i; j > 0 && a[j] < a[j-1]; j-- {
-			a[j], a[j-1] = a[j-1], a[j]
+// home is m's first slot: m scaled to [0, size), monotonic in m.
+func (s *set) home(m uint64) uint64 {
+	hi, _ := bits.Mul64(m, s.size)
+	return hi
+}
+
+func (s *set) contains(k uint64) bool {
+	if s.n == 0 {
+		return false
+	}
+	m := mix(k)
+	for _, v := range s.slots[s.home(m):] {
+		switch {
+		case v == m:
+			return true
+		case v == 0 || v > m:
+			return false
 		}
 	}
+	return false
 }
+
+func (s *set) len() int { return s.n }
+
+// bytes is the memory the set holds.
+func (s *set) bytes() int { return 8 * cap(s.slots) }
 
 // union returns a set of every key in sets. It returns the one non-empty set
 // itself when there is only one, so a single big list costs no copy.
@@ -100,28 +97,62 @@ func union(sets ...*set) *set {
 	}
 	keys := make([]uint64, 0, total)
 	for _, s := range nonEmpty {
-		keys = append(keys, s.keys...)
+		for _, m := range s.slots {
+			if m != 0 {
+				keys = append(keys, m)
+			}
+		}
 	}
 	return build(keys)
 }
 
-func (s *set) contains(k uint64) bool {
-	m := mix(k)
-	b := m >> s.shift
-	for _, v := range s.keys[s.index[b]:s.index[b+1]] {
-		if v >= m {
-			return v == m
+// sortDistinct returns scrambled keys sorted, without duplicates, in a new
+// array. Scrambled keys are spread evenly, so a counting sort on their top
+// bits does most of the work in two linear passes, and each bucket's few
+// keys are then sorted by insertion: several times faster at ten million
+// keys than a comparison sort.
+func sortDistinct(keys []uint64) []uint64 {
+	b := uint(bits.Len(uint(len(keys) / 4))) // about 2 to 4 keys a bucket
+	b = max(1, min(b, 30))
+	shift := 64 - b
+	start := make([]uint32, 1<<b+1)
+	for _, m := range keys {
+		start[m>>shift+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	next := slices.Clone(start[:1<<b])
+	out := make([]uint64, len(keys))
+	for _, m := range keys {
+		bucket := m >> shift
+		out[next[bucket]] = m
+		next[bucket]++
+	}
+	// Sort each bucket and drop duplicates, moving keys down over the gaps.
+	w := 0
+	for bucket := range 1 << b {
+		run := out[start[bucket]:start[bucket+1]]
+		insertionSort(run)
+		for i, m := range run {
+			if i == 0 || m != run[i-1] {
+				out[w] = m
+				w++
+			}
 		}
 	}
-	return false
+	return out[:w]
 }
 
-func (s *set) len() int { return len(s.keys) }
+func insertionSort(a []uint64) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
 
-// bytes is the memory the set holds.
-func (s *set) bytes() int { return 8*cap(s.keys) + 4*cap(s.index) }
-
-// mix is the splitmix64 finaliser, a bijection on uint64.
+// mix is the splitmix64 finaliser, a bijection on uint64 with mix(0) = 0.
 func mix(z uint64) uint64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
