@@ -45,7 +45,7 @@ var ErrNotReady = errors.New("blacklist not loaded yet")
 // Options configure a List.
 type Options struct {
 	// Files are list files, re-read when they change (checked every
-	// PollInterval; see pollFiles for why polling).
+	// PollInterval; see fileWatch for why polling).
 	Files        []string
 	PollInterval time.Duration // default 2s
 	// ObjectBucket is the Object Store bucket whose every object is a list;
@@ -60,8 +60,8 @@ type Options struct {
 	Subject string
 }
 
-// List is a blacklist. Make it with New and run it with Run; Contains is safe
-// for concurrent use from any goroutine once Ready is closed.
+// List is a blacklist. Make it with New and run it with Run. Every method is
+// safe for concurrent use; Contains answers false until Ready is closed.
 type List struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
@@ -90,7 +90,6 @@ type Entry struct {
 	Blacklisted bool      `json:"blacklisted"`
 	Note        string    `json:"note,omitempty"`
 	At          time.Time `json:"at"`
-	rev         uint64
 }
 
 // snapshot is what a lookup reads; it is never modified once published.
@@ -348,7 +347,6 @@ func (l *List) applyKV(entries []jetstream.KeyValueEntry) {
 			l.log.Warn("blacklist: ignoring kv entry that is not a decision", "key", e.Key(), "err", err)
 			continue
 		}
-		en.rev = e.Revision()
 		ov[k] = en
 		applied++
 	}
