@@ -47,6 +47,7 @@ func TestLoad(t *testing.T) {
 					Receipts: Receipts{OrphanAfter: 10 * time.Minute, ReceiptTimeout: 48 * time.Hour},
 					Log:      Log{Level: "info", Format: "text"},
 				}
+				want.Blacklist = Blacklist{Files: []string{}, ObjectBucket: "sms_blacklist", PollInterval: 2 * time.Second}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %#v\nwant %#v", c.Redacted(), want.Redacted())
 				}

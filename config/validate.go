@@ -50,6 +50,7 @@ func (c Config) Validate() error {
 	v.atLeastDuration("egress.shutdown_grace", c.Egress.ShutdownGrace, 0)
 	v.positive("receipts.orphan_after", c.Receipts.OrphanAfter)
 	c.validateReceiptTimeout(v)
+	c.validateBlacklist(v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	return errors.Join(v.errs...)
@@ -179,6 +180,19 @@ func (c Config) validatePolicy(v *validator) {
 		v.addf("policy.default_region: must be \"\" or a two-letter upper-case region like \"CZ\", got %q", shorten(p.DefaultRegion))
 	}
 	v.atLeast("policy.max_text_chars", int64(p.MaxTextChars), 1)
+}
+
+func (c Config) validateBlacklist(v *validator) {
+	b := c.Blacklist
+	for i, f := range b.Files {
+		if strings.TrimSpace(f) == "" {
+			v.addf("blacklist.files: entry %d is empty", i+1)
+		}
+	}
+	if b.ObjectBucket != "" {
+		v.name("blacklist.object_bucket", b.ObjectBucket)
+	}
+	v.positive("blacklist.poll_interval", b.PollInterval)
 }
 
 // validator collects errors; each helper takes the full key it reports.

@@ -78,6 +78,9 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 			`links.sim1.receipt_id_form: must be decimal or hex when resp_id_form is, and text when it is text (got "" and "decimal")`},
 		{"the log level is a known one", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error; got "verbose"`},
 		{"the log format is a known one", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json; got "xml"`},
+		{"blacklist files are checked now and then", func(c *Config) { c.Blacklist.PollInterval = 0 }, "blacklist.poll_interval: must be > 0, got 0s"},
+		{"a blacklist file has a path", func(c *Config) { c.Blacklist.Files = []string{"a.txt", " "} }, "blacklist.files: entry 2 is empty"},
+		{"the blacklist object bucket is a bucket name", func(c *Config) { c.Blacklist.ObjectBucket = "a.b" }, `blacklist.object_bucket: name "a.b" must be letters`},
 	}
 
 	// Each rule alone.

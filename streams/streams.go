@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-//go:embed *.json consumers/*.json kv/*.json
+//go:embed *.json consumers/*.json kv/*.json objects/*.json
 var files embed.FS
 
 // Stream names, the contract of DESIGN.md.
@@ -43,6 +43,12 @@ const (
 	BucketLinks    = "sms_links"
 
 	BucketReceiptParts = "sms_receipt_parts" // final receipt of each part of a long message
+)
+
+// Blacklist buckets: runtime decisions (KV) and list files (Object Store).
+const (
+	BucketBlacklist       = "sms_blacklist"
+	ObjectBucketBlacklist = "sms_blacklist"
 )
 
 // Consumer durable names.
@@ -89,6 +95,25 @@ func Buckets() ([]jetstream.KeyValueConfig, error) {
 	for _, e := range names {
 		var c jetstream.KeyValueConfig
 		if err := decode(path.Join("kv", e.Name()), &c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bucket < out[j].Bucket })
+	return out, nil
+}
+
+// ObjectStores returns every embedded Object Store bucket definition,
+// sorted by name.
+func ObjectStores() ([]jetstream.ObjectStoreConfig, error) {
+	names, err := files.ReadDir("objects")
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.ObjectStoreConfig
+	for _, e := range names {
+		var c jetstream.ObjectStoreConfig
+		if err := decode(path.Join("objects", e.Name()), &c); err != nil {
 			return nil, err
 		}
 		out = append(out, c)
@@ -153,7 +178,7 @@ func decode(name string, v any) error {
 	return nil
 }
 
-// Apply creates or updates every stream and KV bucket, and the durable
+// Apply creates or updates every stream, KV and Object Store bucket, and the durable
 // consumers of the policy and receipts stages and of each pool. It is safe to
 // call from every instance at every start.
 func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
@@ -173,6 +198,15 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	for _, c := range bs {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, c); err != nil {
 			return fmt.Errorf("kv %s: %w", c.Bucket, err)
+		}
+	}
+	objs, err := ObjectStores()
+	if err != nil {
+		return err
+	}
+	for _, c := range objs {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, c); err != nil {
+			return fmt.Errorf("object store %s: %w", c.Bucket, err)
 		}
 	}
 	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},

@@ -83,3 +83,19 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 		t.Errorf("priority filter = %q, want %q", f, streams.PrioritySubject("cz"))
 	}
 }
+
+// The blacklist's KV and Object Store buckets exist after Apply.
+func TestApplyMakesTheBlacklistBuckets(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if _, err := js.KeyValue(ctx, streams.BucketBlacklist); err != nil {
+		t.Errorf("kv %s: %v", streams.BucketBlacklist, err)
+	}
+	if _, err := js.ObjectStore(ctx, streams.ObjectBucketBlacklist); err != nil {
+		t.Errorf("object store %s: %v", streams.ObjectBucketBlacklist, err)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smsflow/smsflow/config"
+	"github.com/smsflow/smsflow/pkg/blacklist"
 	"github.com/smsflow/smsflow/pkg/broker"
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/smpplink"
@@ -154,6 +155,17 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The blacklist serves the policy stage (Contains, after Ready) and the
+	// HTTP API (/v1/blacklist); a list that fails to load at start stops run.
+	var bl *blacklist.List
+	if stages["policy"] || stages["http"] {
+		bl = blacklist.New(b.NC, b.JS, blacklist.Options{
+			Files: cfg.Blacklist.Files, PollInterval: cfg.Blacklist.PollInterval,
+			ObjectBucket: cfg.Blacklist.ObjectBucket, KVBucket: streams.BucketBlacklist,
+			Region: cfg.Policy.DefaultRegion,
+		}, log.With("component", "blacklist"), blacklist.NewMetrics(reg))
+		g.Go(func() error { return bl.Run(gctx) })
+	}
 	var eg *egress.Stage
 	if stages["policy"] {
 		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
@@ -161,7 +173,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
 			Grace: cfg.Egress.ShutdownGrace,
 		}, log.With("stage", "policy"), policy.NewMetrics(reg))
-		g.Go(func() error { return pol.Run(gctx) })
+		g.Go(func() error { return afterReady(gctx, bl, pol.Run) })
 	}
 	if stages["egress"] {
 		eg = egress.New(b.JS, pub, linkOptions(cfg), egress.Options{
@@ -184,6 +196,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
 		mux := http.NewServeMux()
 		api.Register(mux)
+		bl.Register(mux)
 		gatherer, _ := reg.(prometheus.Gatherer)
 		if gatherer != nil {
 			mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
@@ -226,6 +239,17 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	}
 	log.Info("smsflow stopped", "err", err)
 	return err
+}
+
+// afterReady runs f once the blacklist has loaded, so no message is judged
+// against a list that is still empty; nil if ctx ends first.
+func afterReady(ctx context.Context, bl *blacklist.List, f func(context.Context) error) error {
+	select {
+	case <-bl.Ready():
+		return f(ctx)
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // stopped reports whether err is only ctx ending: a signal during start-up
