@@ -31,6 +31,7 @@ const (
 	Status   = "SMS_STATUS"
 	DLR      = "SMS_DLR"
 	Inbound  = "SMS_INBOUND"
+	Counts   = "SMS_COUNTS"
 )
 
 // KV bucket names.
@@ -39,12 +40,15 @@ const (
 	BucketStatus   = "sms_status"
 	BucketPacing   = "sms_pacing"
 	BucketLinks    = "sms_links"
+	BucketWebhooks = "sms_webhooks"
 )
 
 // Consumer durable names.
 const (
 	ConsumerPolicy   = "policy"
 	ConsumerReceipts = "receipts"
+	ConsumerStatus   = "status"
+	ConsumerWebhooks = "webhooks"
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -167,7 +171,8 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 			return fmt.Errorf("kv %s: %w", c.Bucket, err)
 		}
 	}
-	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}} {
+	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
+		{Status, ConsumerStatus}, {Status, ConsumerWebhooks}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err

@@ -253,3 +253,21 @@ func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, e
 	}
 	return out, nil
 }
+
+// First returns the oldest event of a message still in the stream: the one
+// policy wrote, with its campaign and callback_url, which later stages' events
+// may leave out. One direct get.
+func (p *Publisher) First(ctx context.Context, id string) (Event, error) {
+	raw, err := p.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(Subject(id)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Event{}, ErrNotFound
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("status: first of %s: %w", id, err)
+	}
+	var ev Event
+	if err := json.Unmarshal(raw.Data, &ev); err != nil {
+		return Event{}, fmt.Errorf("status: decode first of %s: %w", id, err)
+	}
+	return ev, nil
+}
