@@ -96,6 +96,9 @@ type Event struct {
 	Parts    int       `json:"parts,omitempty"`
 	Code     int       `json:"code,omitempty"`    // SMPP command_status, or the receipt's err
 	Attempt  int       `json:"attempt,omitempty"` // delivery attempt of the stage that wrote it
+	// CallbackURL is the envelope's callback_url, on the events policy
+	// writes; the webhooks stage POSTs every status of the message there.
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // Subject is the subject of a message's events.
