@@ -34,6 +34,7 @@ type Config struct {
 	Egress   Egress          `koanf:"egress"`
 	Receipts Receipts        `koanf:"receipts"`
 	Log      Log             `koanf:"log"`
+	Webhooks Webhooks        `koanf:"webhooks"`
 }
 
 // NATS says where the broker is: an embedded server (URL empty) listening on

@@ -50,6 +50,7 @@ func (c Config) Validate() error {
 	v.positive("receipts.orphan_after", c.Receipts.OrphanAfter)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
+	c.validateWebhooks(v)
 	return errors.Join(v.errs...)
 }
 

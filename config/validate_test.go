@@ -66,6 +66,15 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"the backoff does not shrink", func(c *Config) { c.Egress.BackoffMax = -time.Second }, "egress.backoff_max: must be >= egress.backoff_min (500ms), got -1s"},
 		{"the shutdown grace is not negative", func(c *Config) { c.Egress.ShutdownGrace = -1 }, "egress.shutdown_grace: must be >= 0s, got -1ns"},
 		{"orphans are given some time", func(c *Config) { c.Receipts.OrphanAfter = 0 }, "receipts.orphan_after: must be > 0, got 0s"},
+		{"a webhook default URL is a URL", func(c *Config) { c.Webhooks.DefaultURL, c.Webhooks.Secret = "example.com/hook", "k" }, "webhooks.default_url: must be \"\" or an absolute http or https URL"},
+		{"a webhook default URL needs a secret", func(c *Config) {
+			if c.Webhooks.DefaultURL == "" {
+				c.Webhooks.DefaultURL = "https://example.com/hook"
+			}
+			c.Webhooks.Secret = ""
+		}, "webhooks.secret: must be set when webhooks.default_url is set"},
+		{"webhooks have a receiver to try", func(c *Config) { c.Webhooks.PerHostConcurrency = 0 }, "webhooks.per_host_concurrency: must be > 0, got 0"},
+		{"webhook backoff grows", func(c *Config) { c.Webhooks.BackoffMax = time.Millisecond }, "webhooks.backoff_max: must be >= webhooks.backoff_min"},
 		{"the log level is a known one", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error; got "verbose"`},
 		{"the log format is a known one", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json; got "xml"`},
 	}

@@ -165,6 +165,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	s.log.Info("webhooks stage started", "default_url", s.opts.DefaultURL != "", "max_age", s.opts.MaxAge, "per_host", s.opts.PerHost)
 	defer s.log.Info("webhooks stage stopped")
+	defer s.cli.CloseIdleConnections() // no keep-alive goroutine outlives the stage
 	return consume.Run(ctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: s.opts.Concurrency, Grace: s.opts.Grace, Log: s.log})
 }
 
