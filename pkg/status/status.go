@@ -200,15 +200,21 @@ func eventMsgID(ev Event) string {
 // Latest returns the newest event of a message.
 func (p *Publisher) Latest(ctx context.Context, id string) (Event, error) {
 	raw, err := p.stream.GetLastMsgForSubject(ctx, Subject(id))
+	return decodeOne(raw, err, "latest", id)
+}
+
+// decodeOne is the event of a direct get's answer (raw, err), named what for
+// errors: ErrNotFound when the message has none.
+func decodeOne(raw *jetstream.RawStreamMsg, err error, what, id string) (Event, error) {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return Event{}, ErrNotFound
 	}
 	if err != nil {
-		return Event{}, fmt.Errorf("status: latest of %s: %w", id, err)
+		return Event{}, fmt.Errorf("status: %s of %s: %w", what, id, err)
 	}
 	var ev Event
 	if err := json.Unmarshal(raw.Data, &ev); err != nil {
-		return Event{}, fmt.Errorf("status: decode latest of %s: %w", id, err)
+		return Event{}, fmt.Errorf("status: decode %s of %s: %w", what, id, err)
 	}
 	return ev, nil
 }
@@ -244,15 +250,5 @@ func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, e
 // may leave out. One direct get.
 func (p *Publisher) First(ctx context.Context, id string) (Event, error) {
 	raw, err := p.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(Subject(id)))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Event{}, ErrNotFound
-	}
-	if err != nil {
-		return Event{}, fmt.Errorf("status: first of %s: %w", id, err)
-	}
-	var ev Event
-	if err := json.Unmarshal(raw.Data, &ev); err != nil {
-		return Event{}, fmt.Errorf("status: decode first of %s: %w", id, err)
-	}
-	return ev, nil
+	return decodeOne(raw, err, "first", id)
 }

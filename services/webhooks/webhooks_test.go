@@ -136,6 +136,17 @@ func (r *receiver) snapshot() (map[string][]string, map[string]int, int64, int, 
 	return got, ids, r.requests, r.maxInFlight, r.badSig
 }
 
+// total is how many statuses the receiver accepted.
+func (r *receiver) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, v := range r.got {
+		n += len(v)
+	}
+	return n
+}
+
 func newStage(t *testing.T, js jetstream.JetStream, pub *status.Publisher, opts Options) (*Stage, *Metrics) {
 	t.Helper()
 	if opts.BackoffMin == 0 {
@@ -185,14 +196,7 @@ func TestAFailingReceiverGetsEveryStatusOnceAndInOrder(t *testing.T) {
 	natstest.Run(t, 10*time.Second, s.Run)
 
 	want := msgs * len(life)
-	natstest.Eventually(t, 40*time.Second, fmt.Sprintf("receiver accepts %d statuses", want), func() bool {
-		got, _, _, _, _ := rcv.snapshot()
-		n := 0
-		for _, v := range got {
-			n += len(v)
-		}
-		return n >= want
-	})
+	natstest.Eventually(t, 40*time.Second, fmt.Sprintf("receiver accepts %d statuses", want), func() bool { return rcv.total() >= want })
 	// Settled: nothing more comes.
 	cons, _ := js.Consumer(context.Background(), streams.Status, streams.ConsumerWebhooks)
 	natstest.Eventually(t, 20*time.Second, "the webhooks consumer settles", func() bool {
@@ -248,14 +252,7 @@ func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
 	s, _ := newStage(t, js, pub, Options{PerHost: 2, Concurrency: 8})
 	natstest.Run(t, 20*time.Second, s.Run)
 
-	natstest.Eventually(t, 30*time.Second, "the fast host gets all its statuses while the slow one hangs", func() bool {
-		got, _, _, _, _ := fast.snapshot()
-		n := 0
-		for _, v := range got {
-			n += len(v)
-		}
-		return n == each*len(life)
-	})
+	natstest.Eventually(t, 30*time.Second, "the fast host gets all its statuses while the slow one hangs", func() bool { return fast.total() == each*len(life) })
 	_, _, slowRequests, slowMax, _ := slow.snapshot()
 	if slowMax > 2 {
 		t.Fatalf("slow host had %d requests in flight, want at most 2 (PerHost)", slowMax)
@@ -264,14 +261,7 @@ func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
 		t.Fatal("slow host got no request: the test proves nothing")
 	}
 	released()
-	natstest.Eventually(t, 30*time.Second, "the slow host gets everything once it answers", func() bool {
-		got, _, _, _, _ := slow.snapshot()
-		n := 0
-		for _, v := range got {
-			n += len(v)
-		}
-		return n == each*len(life)
-	})
+	natstest.Eventually(t, 30*time.Second, "the slow host gets everything once it answers", func() bool { return slow.total() == each*len(life) })
 	got, _, _, _, _ := slow.snapshot()
 	for id, sts := range got {
 		if !slices.Equal(sts, life) {
