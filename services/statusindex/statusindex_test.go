@@ -241,3 +241,12 @@ func TestApplyIsIdempotentAndOrderSafe(t *testing.T) {
 		t.Fatalf("counts = %+v, want total 2, %v, terminal 1, progress 0.5", c, want)
 	}
 }
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+}

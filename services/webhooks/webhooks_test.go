@@ -83,7 +83,10 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.block != nil {
 		<-r.block
 	}
-	if n <= r.failFirst {
+	r.mu.Lock()
+	refuse := n <= r.failFirst
+	r.mu.Unlock()
+	if refuse {
 		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 		return
 	}
@@ -359,4 +362,45 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// A receiver down for an hour (by the stage's clock) gets every status when
+// it is back: an hour is well inside max_age, so nothing is given up.
+func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
+	js, pub := setup(t)
+	rcv, srv := newReceiver(t, 1<<40) // refuses everything until failFirst is lowered
+	s, m := newStage(t, js, pub, Options{DefaultURL: srv.URL})
+	var offset atomic.Int64
+	s.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	life := []string{status.Accepted, status.Queued, status.Submitted, status.Delivered}
+	for i := range 10 {
+		publish(t, pub, fmt.Sprintf("down-%d", i), "", life...)
+	}
+	natstest.Run(t, 10*time.Second, s.Run)
+	natstest.Eventually(t, 20*time.Second, "the receiver refuses 20 requests", func() bool {
+		return testutil.ToFloat64(m.events.WithLabelValues("failed")) >= 20
+	})
+	offset.Store(int64(time.Hour))
+	rcv.mu.Lock()
+	rcv.failFirst = 0 // back up
+	rcv.mu.Unlock()
+	natstest.Eventually(t, 30*time.Second, "all 40 statuses arrive", func() bool { return rcv.total() == 40 })
+	got, _, _, _, _ := rcv.snapshot()
+	for id, sts := range got {
+		if !slices.Equal(sts, life) {
+			t.Errorf("%s got %v, want %v", id, sts, life)
+		}
+	}
+	if e := testutil.ToFloat64(m.events.WithLabelValues("expired")); e != 0 {
+		t.Errorf("%v statuses given up, want 0", e)
+	}
+}
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
 }
