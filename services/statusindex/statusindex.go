@@ -19,9 +19,12 @@
 //     which covers a death between its write and its adds even when a later
 //     event overtook the redelivery.
 //
-// The duplicate window of SMS_COUNTS (1 h) bounds this: an indexer that died
-// between its adds and its ack and stays down longer than that, while nothing
-// else indexes, would count those few events again.
+// The duplicate window of SMS_COUNTS (1 h) bounds this: adds are sent again
+// only for an entry written less than 5/6 of it ago (else they would no
+// longer be dropped, and a receipt hours after its "submitted" would count
+// that move twice). So an indexer that dies in the milliseconds between its
+// write and its adds, while no other indexer runs, and is restarted more
+// than 50 minutes later, leaves those few in-flight events uncounted.
 package statusindex
 
 import (
@@ -69,6 +72,9 @@ type Stage struct {
 	m     *Metrics
 	locks [64]sync.Mutex // per id hash: one instance handles one message's events one at a time
 	seed  maphash.Seed
+	now   func() time.Time
+
+	resendWithin time.Duration // counter adds older than this are not sent again
 }
 
 // New makes the stage.
@@ -82,20 +88,19 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	if opts.BackoffMax < opts.BackoffMin {
 		opts.BackoffMax = 5 * time.Second
 	}
-	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, seed: maphash.MakeSeed()}
+	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, seed: maphash.MakeSeed(), now: time.Now}
 }
 
 // Run consumes until ctx is done, then finishes the events in hand. It
 // returns nil when ctx ends, even before it got to consume.
 func (s *Stage) Run(ctx context.Context) error {
-	kv, err := s.js.Stream(ctx, "KV_"+streams.BucketStatus)
+	err := s.bind(ctx)
 	if ctx.Err() != nil {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("statusindex: kv %s: %w", streams.BucketStatus, err)
+		return err
 	}
-	s.kv = kv
 	cons, err := s.js.Consumer(ctx, streams.Status, streams.ConsumerStatus)
 	if ctx.Err() != nil {
 		return nil
@@ -106,6 +111,23 @@ func (s *Stage) Run(ctx context.Context) error {
 	s.log.Info("status indexer started")
 	defer s.log.Info("status indexer stopped")
 	return consume.Run(ctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: s.opts.Concurrency, Grace: s.opts.Grace, Log: s.log})
+}
+
+// bind finds the stream behind KV sms_status, and the duplicate window of
+// SMS_COUNTS, which bounds how long a re-sent counter add is dropped.
+func (s *Stage) bind(ctx context.Context) error {
+	kv, err := s.js.Stream(ctx, "KV_"+streams.BucketStatus)
+	if err != nil {
+		return fmt.Errorf("statusindex: kv %s: %w", streams.BucketStatus, err)
+	}
+	counts, err := s.js.Stream(ctx, streams.Counts)
+	if err != nil {
+		return fmt.Errorf("statusindex: stream %s: %w", streams.Counts, err)
+	}
+	s.kv = kv
+	// A margin for clock skew between this host and the server.
+	s.resendWithin = counts.CachedInfo().Config.Duplicates * 5 / 6
+	return nil
 }
 
 func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
@@ -138,11 +160,19 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 
 // entry is a sms_status entry as the indexer wrote it.
 type entry struct {
-	rev  uint64 // KV revision; 0 when there is none
-	seq  uint64 // SMS_STATUS sequence of the event it holds
-	from string
-	ev   status.Event
+	rev     uint64 // KV revision; 0 when there is none
+	seq     uint64 // SMS_STATUS sequence of the event it holds
+	from    string
+	ev      status.Event
+	written time.Time
 }
+
+// recent reports whether e was written recently enough that its counter adds
+// may be sent again: a re-sent add is dropped only within the duplicate
+// window of SMS_COUNTS. An older entry is taken as counted; its writer had
+// that long to count it, and its event is redelivered after the consumer's
+// ack wait (30 s), far sooner.
+func (s *Stage) recent(e entry) bool { return s.now().Sub(e.written) < s.resendWithin }
 
 func (s *Stage) read(ctx context.Context, id string) (entry, error) {
 	raw, err := s.kv.GetLastMsgForSubject(ctx, kvSubject(id))
@@ -152,7 +182,7 @@ func (s *Stage) read(ctx context.Context, id string) (entry, error) {
 	if err != nil {
 		return entry{}, fmt.Errorf("read sms_status %s: %w", id, err)
 	}
-	e := entry{rev: raw.Sequence}
+	e := entry{rev: raw.Sequence, written: raw.Time}
 	if op := raw.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 		return e, nil // deleted by hand: the next event starts it again
 	}
@@ -183,6 +213,9 @@ func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string,
 		case cur.seq > seq:
 			return "stale", nil
 		case cur.seq == seq && cur.seq != 0:
+			if !s.recent(cur) {
+				return "replayed", nil
+			}
 			return "replayed", s.count(ctx, cur)
 		}
 		// The campaign stays with the message: a receipt's event has none,
@@ -220,7 +253,7 @@ func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string,
 			return "", fmt.Errorf("write sms_status %s: %w", ev.ID, err)
 		}
 		// The entry replaced may be one whose writer died before counting.
-		if cur.seq != 0 {
+		if cur.seq != 0 && s.recent(cur) {
 			if err := s.count(ctx, cur); err != nil {
 				return "", err
 			}

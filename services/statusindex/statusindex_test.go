@@ -202,8 +202,7 @@ func TestApplyIsIdempotentAndOrderSafe(t *testing.T) {
 	_, js, pub := setup(t)
 	ctx := context.Background()
 	s := New(js, pub, Options{}, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
-	var err error
-	if s.kv, err = js.Stream(ctx, "KV_"+streams.BucketStatus); err != nil {
+	if err := s.bind(ctx); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {
@@ -248,5 +247,44 @@ func TestMetricsLint(t *testing.T) {
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)
+	}
+}
+
+// A receipt hours after its message's "submitted" moves the message once:
+// the old entry's adds are not sent again, since past the duplicate window of
+// SMS_COUNTS the stream would no longer drop them.
+func TestAnOldEntryIsNotCountedAgain(t *testing.T) {
+	_, js, pub := setup(t)
+	ctx := context.Background()
+	cs, err := js.Stream(ctx, streams.Counts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cs.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond // an hour, shrunk
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s := New(js, pub, Options{}, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
+	if err := s.bind(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []struct {
+		seq uint64
+		st  string
+	}{{1, status.Accepted}, {2, status.Queued}, {3, status.Submitted}} {
+		if _, err := s.apply(ctx, st.seq, status.Event{ID: "slow", Status: st.st, Campaign: "c"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the receipt comes "hours" later
+	if got, err := s.apply(ctx, 4, status.Event{ID: "slow", Status: status.Delivered}); err != nil || got != "indexed" {
+		t.Fatalf("apply = %q, %v", got, err)
+	}
+	if got, err := s.apply(ctx, 4, status.Event{ID: "slow", Status: status.Delivered}); err != nil || got != "replayed" {
+		t.Fatalf("replay = %q, %v", got, err)
+	}
+	if c := campaignCounts(t, js, "c"); c.Total != 1 || !maps.Equal(c.Counts, map[string]int64{status.Delivered: 1}) {
+		t.Fatalf("counts = %+v, want total 1, delivered 1", c)
 	}
 }
