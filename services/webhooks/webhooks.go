@@ -288,11 +288,11 @@ func (s *Stage) nextAfter(ctx context.Context, id string, done, upTo uint64) (ev
 		if err != nil {
 			return event{}, fmt.Errorf("status event of %s after %d: %w", id, seq, err)
 		}
+		if raw.Sequence > upTo {
+			return event{}, fmt.Errorf("status event of %s at %d is gone", id, upTo)
+		}
 		e := event{seq: raw.Sequence, at: raw.Time, data: raw.Data}
-		if raw.Sequence >= upTo || (json.Unmarshal(raw.Data, &e.ev) == nil && status.IsStatus(e.ev.Status)) {
-			if raw.Sequence > upTo {
-				return event{}, fmt.Errorf("status event of %s at %d is gone", id, upTo)
-			}
+		if json.Unmarshal(raw.Data, &e.ev) == nil && status.IsStatus(e.ev.Status) {
 			return e, nil
 		}
 		seq = raw.Sequence + 1
