@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 )
 
 // Campaign counts live in the counter stream SMS_COUNTS (allow_msg_counter):
@@ -115,7 +116,7 @@ type CampaignCounts struct {
 // ErrNoCampaign is returned by Counts for a campaign with no messages.
 var ErrNoCampaign = errors.New("status: no such campaign")
 
-// Counts reads a campaign's counters: one direct get per status.
+// Counts reads a campaign's counters: one direct get per status, all at once.
 func Counts(ctx context.Context, counts jetstream.Stream, campaign string) (CampaignCounts, error) {
 	out := CampaignCounts{Campaign: campaign, Counts: map[string]int64{}}
 	read := func(s string) (int64, error) {
@@ -138,27 +139,31 @@ func Counts(ctx context.Context, counts jetstream.Stream, campaign string) (Camp
 		}
 		return n, nil
 	}
-	total, err := read("total")
-	if err != nil {
+	// The reads go out at once: one round trip, not ten.
+	names := append([]string{"total"}, Statuses...)
+	vals := make([]int64, len(names))
+	var g errgroup.Group
+	for i, name := range names {
+		g.Go(func() (err error) {
+			vals[i], err = read(name)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return out, err
 	}
-	if total == 0 {
+	if vals[0] <= 0 {
 		return out, ErrNoCampaign
 	}
-	out.Total = total
-	for _, s := range Statuses {
-		n, err := read(s)
-		if err != nil {
-			return out, err
-		}
+	out.Total = vals[0]
+	for i, s := range Statuses {
 		// A -1 can land a moment before its +1 when two instances index
 		// one message at once; the sum is exact once both have landed.
-		if n <= 0 {
-			continue
-		}
-		out.Counts[s] = n
-		if Terminal(s) {
-			out.Terminal += n
+		if n := vals[i+1]; n > 0 {
+			out.Counts[s] = n
+			if Terminal(s) {
+				out.Terminal += n
+			}
 		}
 	}
 	out.Progress = float64(out.Terminal) / float64(out.Total)
