@@ -9,22 +9,15 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/pkg/status/statustest"
 	"github.com/smsflow/smsflow/streams"
 )
 
 // benchSetup fills SMS_STATUS with 1,000 messages of 4 events each.
 func benchSetup(b *testing.B) (jetstream.JetStream, *status.Publisher, []string) {
-	_, js := natstest.Connect(b, natstest.RunServer(b, b.TempDir()))
+	_, js, p := statustest.Setup(b)
 	ctx := context.Background()
-	if err := streams.Apply(ctx, js, nil); err != nil {
-		b.Fatal(err)
-	}
-	p, err := status.NewPublisher(ctx, js)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ids := make([]string, 1000)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("b-%04d", i)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/pkg/status/statustest"
 	"github.com/smsflow/smsflow/streams"
 )
 
@@ -21,14 +22,7 @@ func BenchmarkIndexer(b *testing.B) {
 	var total time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		_, js := natstest.Connect(b, natstest.RunServer(b, b.TempDir()))
-		if err := streams.Apply(ctx, js, nil); err != nil {
-			b.Fatal(err)
-		}
-		pub, err := status.NewPublisher(ctx, js)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, js, pub := statustest.Setup(b)
 		for m := range 1000 {
 			for _, st := range []string{status.Accepted, status.Queued, status.Submitted, status.Delivered} {
 				if err := pub.Publish(ctx, status.Event{ID: fmt.Sprintf("b%d-%04d", i, m), Status: st, Campaign: "bench"}); err != nil {

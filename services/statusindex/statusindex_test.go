@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,23 +16,9 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/pkg/status/statustest"
 	"github.com/smsflow/smsflow/streams"
 )
-
-func setup(t *testing.T) (*server.Server, jetstream.JetStream, *status.Publisher) {
-	t.Helper()
-	srv := natstest.RunServer(t, t.TempDir())
-	_, js := natstest.Connect(t, srv)
-	ctx := context.Background()
-	if err := streams.Apply(ctx, js, nil); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := status.NewPublisher(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, js, pub
-}
 
 // fate is what the campaign test makes of message i: its statuses in order.
 func fate(i int) []string {
@@ -72,17 +57,9 @@ func campaignCounts(t *testing.T, js jetstream.JetStream, campaign string) statu
 // although its indexer is killed mid-run (its connection closed, events
 // unacked) and two instances finish the job.
 func TestACampaignOf2000CountsExactlyThroughAKilledIndexer(t *testing.T) {
-	srv, js, pub := setup(t)
+	srv, js, pub := statustest.Setup(t)
 	ctx := context.Background()
-	// Redeliver what the killed instance held after 1 s, not 30 s.
-	c, err := streams.Consumer(streams.Status, streams.ConsumerStatus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.AckWait = time.Second
-	if _, err := js.CreateOrUpdateConsumer(ctx, streams.Status, c); err != nil {
-		t.Fatal(err)
-	}
+	statustest.QuickRedelivery(t, js, streams.ConsumerStatus)
 
 	const n = 2000
 	want := map[string]int64{}
@@ -119,11 +96,7 @@ func TestACampaignOf2000CountsExactlyThroughAKilledIndexer(t *testing.T) {
 	}
 	js1, _ := jetstream.New(nc1)
 	m1 := NewMetrics(prometheus.NewRegistry())
-	pub1, err := status.NewPublisher(ctx, js1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1 := New(js1, pub1, Options{Grace: time.Second}, slog.New(slog.DiscardHandler), m1)
+	s1 := New(js1, statustest.Publisher(t, js1), Options{Grace: time.Second}, slog.New(slog.DiscardHandler), m1)
 	stop1 := natstest.Run(t, 10*time.Second, s1.Run)
 	natstest.Eventually(t, 20*time.Second, "first indexer indexes 500 events", func() bool {
 		return testutil.ToFloat64(m1.events.WithLabelValues("indexed")) >= 500
@@ -199,7 +172,7 @@ func TestACampaignOf2000CountsExactlyThroughAKilledIndexer(t *testing.T) {
 // nothing; a writer that died between its KV write and its counts is counted
 // by whoever replaces its entry.
 func TestApplyIsIdempotentAndOrderSafe(t *testing.T) {
-	_, js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	ctx := context.Background()
 	s := New(js, pub, Options{}, slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))
 	if err := s.bind(ctx); err != nil {
@@ -242,19 +215,14 @@ func TestApplyIsIdempotentAndOrderSafe(t *testing.T) {
 }
 
 func TestMetricsLint(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	NewMetrics(reg)
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %v", problems, err)
-	}
+	statustest.LintMetrics(t, func(reg prometheus.Registerer) { NewMetrics(reg) })
 }
 
 // A receipt hours after its message's "submitted" moves the message once:
 // the old entry's adds are not sent again, since past the duplicate window of
 // SMS_COUNTS the stream would no longer drop them.
 func TestAnOldEntryIsNotCountedAgain(t *testing.T) {
-	_, js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	ctx := context.Background()
 	cs, err := js.Stream(ctx, streams.Counts)
 	if err != nil {

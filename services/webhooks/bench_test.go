@@ -1,7 +1,6 @@
 package webhooks
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,34 +13,21 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
-	"github.com/smsflow/smsflow/streams"
+	"github.com/smsflow/smsflow/pkg/status/statustest"
 )
 
 // BenchmarkDeliver sends 500 messages of 4 statuses each (2,000 requests)
 // per iteration to one receiver, with the default options but for a 50 ms
 // first retry, and reports deliveries per second.
 func BenchmarkDeliver(b *testing.B) {
-	ctx := context.Background()
 	var total time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		_, js := natstest.Connect(b, natstest.RunServer(b, b.TempDir()))
-		if err := streams.Apply(ctx, js, nil); err != nil {
-			b.Fatal(err)
-		}
-		pub, err := status.NewPublisher(ctx, js)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, js, pub := statustest.Setup(b)
 		var got atomic.Int64
 		srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { got.Add(1) }))
 		for m := range 500 {
-			id := fmt.Sprintf("b%d-%03d", i, m)
-			for _, st := range []string{status.Accepted, status.Queued, status.Submitted, status.Delivered} {
-				if err := pub.Publish(ctx, status.Event{ID: id, Status: st}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			statustest.Life(b, pub, fmt.Sprintf("b%d-%03d", i, m), status.Accepted, status.Queued, status.Submitted, status.Delivered)
 		}
 		s := New(js, pub, Options{DefaultURL: srv.URL, Secret: secret, BackoffMin: 50 * time.Millisecond},
 			slog.New(slog.DiscardHandler), NewMetrics(prometheus.NewRegistry()))

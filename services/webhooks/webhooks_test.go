@@ -27,24 +27,11 @@ import (
 	"github.com/smsflow/smsflow/config"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/pkg/status/statustest"
 	"github.com/smsflow/smsflow/streams"
 )
 
 const secret = "whsec-test-7f3a"
-
-func setup(t *testing.T) (jetstream.JetStream, *status.Publisher) {
-	t.Helper()
-	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
-	ctx := context.Background()
-	if err := streams.Apply(ctx, js, nil); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := status.NewPublisher(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js, pub
-}
 
 // receiver is a webhook endpoint that records what it got and checks every
 // signature by recomputing it here, independently of Sign.
@@ -183,7 +170,7 @@ func publish(t *testing.T, pub *status.Publisher, id, callback string, statuses 
 // A receiver that fails its first 100 requests still gets every status of
 // every message, each once, in order per message, each request signed.
 func TestAFailingReceiverGetsEveryStatusOnceAndInOrder(t *testing.T) {
-	js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	rcv, srv := newReceiver(t, 100)
 	life := []string{status.Accepted, status.Queued, status.Submitted, status.Delivered}
 	const msgs = 60
@@ -240,7 +227,7 @@ func TestAFailingReceiverGetsEveryStatusOnceAndInOrder(t *testing.T) {
 // A host that does not answer holds at most PerHost requests, and another
 // host gets all its statuses meanwhile.
 func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
-	js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	slow, slowSrv := newReceiver(t, 0)
 	slow.block = make(chan struct{})
 	released := sync.OnceFunc(func() { close(slow.block) })
@@ -276,7 +263,7 @@ func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
 // An event undelivered past MaxAge is given up, and the message's next
 // status is delivered: one dead event does not block the rest for ever.
 func TestAnEventPastMaxAgeIsGivenUpAndTheNextGoesOut(t *testing.T) {
-	js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	var refuse atomic.Bool
 	refuse.Store(true)
 	var got []string
@@ -333,7 +320,7 @@ func TestSignIsTheDocumentedHMAC(t *testing.T) {
 
 // The secret never reaches the log.
 func TestTheSecretIsNotLogged(t *testing.T) {
-	js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	var buf bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -367,7 +354,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // A receiver down for an hour (by the stage's clock) gets every status when
 // it is back: an hour is well inside max_age, so nothing is given up.
 func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
-	js, pub := setup(t)
+	_, js, pub := statustest.Setup(t)
 	rcv, srv := newReceiver(t, 1<<40) // refuses everything until failFirst is lowered
 	s, m := newStage(t, js, pub, Options{DefaultURL: srv.URL})
 	var offset atomic.Int64
@@ -397,12 +384,7 @@ func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
 }
 
 func TestMetricsLint(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	NewMetrics(reg)
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %v", problems, err)
-	}
+	statustest.LintMetrics(t, func(reg prometheus.Registerer) { NewMetrics(reg) })
 }
 
 // A webhooks instance killed mid-run (its connection closed, events unacked)
@@ -410,24 +392,8 @@ func TestMetricsLint(t *testing.T) {
 // Delivery is at least once: a POST whose record died with the instance is
 // sent again, with the same event id, which the receiver drops.
 func TestAKilledInstanceLosesNothing(t *testing.T) {
-	srv := natstest.RunServer(t, t.TempDir())
-	_, js := natstest.Connect(t, srv)
-	ctx := context.Background()
-	if err := streams.Apply(ctx, js, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := streams.Consumer(streams.Status, streams.ConsumerWebhooks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.AckWait = time.Second // what the killed instance held comes back after 1 s
-	if _, err := js.CreateOrUpdateConsumer(ctx, streams.Status, c); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := status.NewPublisher(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, js, pub := statustest.Setup(t)
+	statustest.QuickRedelivery(t, js, streams.ConsumerWebhooks)
 	rcv, hsrv := newReceiver(t, 0)
 	life := []string{status.Accepted, status.Queued, status.Submitted, status.Delivered}
 	const msgs = 50
@@ -436,11 +402,7 @@ func TestAKilledInstanceLosesNothing(t *testing.T) {
 	}
 
 	nc1, js1 := natstest.Connect(t, srv)
-	pub1, err := status.NewPublisher(ctx, js1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1, _ := newStage(t, js1, pub1, Options{DefaultURL: hsrv.URL, Grace: time.Second})
+	s1, _ := newStage(t, js1, statustest.Publisher(t, js1), Options{DefaultURL: hsrv.URL, Grace: time.Second})
 	stop1 := natstest.Run(t, 10*time.Second, s1.Run)
 	natstest.Eventually(t, 20*time.Second, "the first instance delivers 40 statuses", func() bool { return rcv.total() >= 40 })
 	nc1.Close()
