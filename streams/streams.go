@@ -39,12 +39,16 @@ const (
 	BucketStatus   = "sms_status"
 	BucketPacing   = "sms_pacing"
 	BucketLinks    = "sms_links"
+	BucketCaps     = "sms_caps"
+	BucketDedup    = "sms_dedup"
+	BucketOptOut   = "sms_optout"
 )
 
 // Consumer durable names.
 const (
 	ConsumerPolicy   = "policy"
 	ConsumerReceipts = "receipts"
+	ConsumerOptOut   = "policy-optout" // on SMS_INBOUND
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -167,7 +171,7 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 			return fmt.Errorf("kv %s: %w", c.Bucket, err)
 		}
 	}
-	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}} {
+	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}, {Inbound, ConsumerOptOut}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err
