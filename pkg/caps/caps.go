@@ -22,9 +22,9 @@ type Limits struct {
 type Verdict int
 
 const (
-	Pass      Verdict = iota // under both caps (and now counted, for Take)
-	OverDaily                // the day's cap is reached
-	OverWeekly               // the week's cap is reached
+	Pass       Verdict = iota // under both caps (and now counted, for Take)
+	OverDaily                 // the day's cap is reached
+	OverWeekly                // the week's cap is reached
 )
 
 // Usage is what a recipient has received in a day and its week.
