@@ -92,7 +92,7 @@ func TestTheLastReplyWinsWhateverOrderItIsStoredInAndTheViewFollows(t *testing.T
 	}
 	s := optout.NewStore(kv)
 	v := optout.NewView(kv)
-	if _, err := v.OptedOut("+420600000001"); err != optout.ErrNotReady {
+	if _, err := v.OptedOut(ctx, "+420600000001"); err != optout.ErrNotReady {
 		t.Fatalf("OptedOut before the view loaded: %v, want ErrNotReady", err)
 	}
 	vctx, cancel := context.WithCancel(ctx)
@@ -127,17 +127,17 @@ func TestTheLastReplyWinsWhateverOrderItIsStoredInAndTheViewFollows(t *testing.T
 		t.Fatalf("after a newer STOP (9): opted out = %v, %v; want true", out, err)
 	}
 	natstest.Eventually(t, 10*time.Second, "the view sees the STOP", func() bool {
-		out, err := v.OptedOut(n)
+		out, err := v.OptedOut(ctx, n)
 		return err == nil && out
 	})
-	if out, _ := v.OptedOut("+420600000002"); out {
+	if out, _ := v.OptedOut(ctx, "+420600000002"); out {
 		t.Error("a number that never wrote is opted out in the view")
 	}
 	if err := s.Set(ctx, n, optout.Record{OptedOut: false, Seq: 10}); err != nil {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 10*time.Second, "the view sees the START", func() bool {
-		out, err := v.OptedOut(n)
+		out, err := v.OptedOut(ctx, n)
 		return err == nil && !out
 	})
 }

@@ -153,7 +153,7 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 func (v *View) Ready() <-chan struct{} { return v.ready }
 
 // OptedOut reports whether number has opted out, as far as the view knows.
-func (v *View) OptedOut(number string) (bool, error) {
+func (v *View) OptedOut(_ context.Context, number string) (bool, error) {
 	select {
 	case <-v.ready:
 	default:
