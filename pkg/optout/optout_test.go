@@ -2,6 +2,7 @@ package optout_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -91,7 +92,7 @@ func TestTheLastReplyWinsWhateverOrderItIsStoredInAndTheViewFollows(t *testing.T
 		t.Fatal(err)
 	}
 	s := optout.NewStore(kv)
-	v := optout.NewView(kv)
+	v := optout.NewView(kv, slog.New(slog.DiscardHandler))
 	if _, err := v.OptedOut(ctx, "+420600000001"); err != optout.ErrNotReady {
 		t.Fatalf("OptedOut before the view loaded: %v, want ErrNotReady", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -91,42 +92,55 @@ var ErrNotReady = errors.New("optout: view not loaded yet")
 // trip. It lags the bucket by the watch's delivery, milliseconds: a message
 // checked in the same instant a STOP is stored may still pass.
 type View struct {
-	kv    jetstream.KeyValue
-	mu    sync.RWMutex
-	out   map[string]bool // key -> opted out
-	ready chan struct{}
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+	mu     sync.RWMutex
+	out    map[string]bool // key -> opted out
+	ready  chan struct{}
+	loaded sync.Once
 }
 
 // NewView makes a view of kv; Run fills it.
-func NewView(kv jetstream.KeyValue) *View {
-	return &View{kv: kv, out: map[string]bool{}, ready: make(chan struct{})}
+func NewView(kv jetstream.KeyValue, log *slog.Logger) *View {
+	return &View{kv: kv, log: log, out: map[string]bool{}, ready: make(chan struct{})}
 }
 
 // Run watches the bucket until ctx is done, and returns nil then. The view
-// is ready once the bucket's current values are loaded.
+// is ready once the bucket's current values are loaded. A watch that ends
+// (the connection closed) is started again until ctx is done.
 func (v *View) Run(ctx context.Context) error {
+	for {
+		err := v.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		t := time.NewTimer(time.Second) // the connection may be reconnecting
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		v.log.Warn("opt-out watch ended; watching again", "err", err)
+	}
+}
+
+func (v *View) watch(ctx context.Context) error {
 	w, err := v.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("optout: watch: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	loaded := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
 				return errors.New("optout: watch ended")
 			}
 			if e == nil { // the current values are all in
-				if !loaded {
-					loaded = true
-					close(v.ready)
-				}
+				v.loaded.Do(func() { close(v.ready) })
 				continue
 			}
 			v.apply(e)
