@@ -159,6 +159,27 @@ func (c *Counter) Take(ctx context.Context, number, id string, now time.Time) (V
 	return Pass, fmt.Errorf("caps: count %s: lost the compare-and-set %d times", key, casAttempts)
 }
 
+// Known returns the verdict Take would give id, when this instance's cache
+// already settles it without a round trip: the cached list shows a cap
+// reached and does not hold id (lists only grow, so the bucket says the
+// same). ok is false when only the bucket can tell.
+func (c *Counter) Known(number, id string, now time.Time) (v Verdict, ok bool) {
+	if c.lim.none() {
+		return Pass, true
+	}
+	st, cached := c.cached(c.Key(number, now))
+	if !cached {
+		return Pass, false
+	}
+	if st.has(id) {
+		return Pass, true
+	}
+	if v := c.lim.Over(st.usage(c.win.Day(now))); v != Pass {
+		return v, true
+	}
+	return Pass, false
+}
+
 // Peek returns number's usage on the day of now, read from the bucket and
 // counting nothing: what a check before queueing (on_build) needs.
 func (c *Counter) Peek(ctx context.Context, number string, now time.Time) (Usage, error) {

@@ -156,6 +156,16 @@ func TestARedeliveredMessageIsNotCountedTwice(t *testing.T) {
 	if v := take(t, c, "+420600000001", "b", now); v != caps.Pass {
 		t.Fatalf("b again at the cap: %d, want pass", v)
 	}
+	// c's cache now shows the cap reached: it settles a new id without the bucket.
+	if v, ok := c.Known("+420600000001", "new", now); !ok || v != caps.OverDaily {
+		t.Fatalf("Known(new) = %d, %v; want daily_cp from the cache", v, ok)
+	}
+	if v, ok := c.Known("+420600000001", "b", now); !ok || v != caps.Pass {
+		t.Fatalf("Known(b) = %d, %v; want pass: b is counted", v, ok)
+	}
+	if _, ok := caps.NewCounter(kv, w, caps.Limits{Daily: 2}).Known("+420600000001", "new", now); ok {
+		t.Fatal("a counter that never read the key claims to know")
+	}
 	u, err := c.Peek(context.Background(), "+420600000001", now)
 	if err != nil || u != (caps.Usage{Day: 2, Week: 2}) {
 		t.Fatalf("Peek = %+v, %v; want 2 today, 2 this week", u, err)

@@ -9,7 +9,9 @@
 // transactional only when so configured). The duplicate window comes before
 // the caps, so a duplicate never uses up a cap; a message refused by the caps
 // has claimed its (number, text) pair, so a copy of it inside the window is
-// refused as duplicate rather than daily_cp: refused either way.
+// refused as duplicate rather than daily_cp: refused either way. One
+// exception saves round trips: a number this instance has already seen at its
+// cap is refused daily_cp/weekly_cp at once, before the duplicate window.
 package rules
 
 import (
@@ -70,6 +72,14 @@ func (r *Rules) Decide(ctx context.Context, m envelope.Message) (Verdict, error)
 	if v, err := r.static(ctx, m); err != nil || v.Reason != "" {
 		return v, err
 	}
+	now := r.now()
+	if r.capped(m) {
+		// A number this instance already saw at its cap is refused without
+		// a round trip (and without claiming the duplicate window).
+		if v, ok := r.Caps.Known(m.To, m.ID, now); ok && v != caps.Pass {
+			return capVerdict(v, r.Caps.Limits()), nil
+		}
+	}
 	if r.Dedup != nil {
 		owner, err := r.Dedup.Claim(ctx, m.To, m.Text, m.ID)
 		if err != nil {
@@ -80,7 +90,7 @@ func (r *Rules) Decide(ctx context.Context, m envelope.Message) (Verdict, error)
 		}
 	}
 	if r.capped(m) {
-		v, err := r.Caps.Take(ctx, m.To, m.ID, r.now())
+		v, err := r.Caps.Take(ctx, m.To, m.ID, now)
 		if err != nil {
 			return Verdict{}, err
 		}
