@@ -181,16 +181,18 @@ func (c *Counter) Known(number, id string, now time.Time) (v Verdict, ok bool) {
 }
 
 // Peek returns number's usage on the day of now, read from the bucket and
-// counting nothing: what a check before queueing (on_build) needs.
-func (c *Counter) Peek(ctx context.Context, number string, now time.Time) (Usage, error) {
+// counting nothing (what a check before queueing, on_build, needs), and
+// whether id is already counted: a request sent again after its messages
+// were queued must not be judged against its own counts.
+func (c *Counter) Peek(ctx context.Context, number, id string, now time.Time) (Usage, bool, error) {
 	if c.lim.none() {
-		return Usage{}, nil
+		return Usage{}, false, nil
 	}
 	st, err := c.read(ctx, c.Key(number, now))
 	if err != nil {
-		return Usage{}, err
+		return Usage{}, false, err
 	}
-	return st.usage(c.win.Day(now)), nil
+	return st.usage(c.win.Day(now)), st.has(id), nil
 }
 
 func (c *Counter) read(ctx context.Context, key string) (state, error) {

@@ -166,9 +166,12 @@ func TestARedeliveredMessageIsNotCountedTwice(t *testing.T) {
 	if _, ok := caps.NewCounter(kv, w, caps.Limits{Daily: 2}).Known("+420600000001", "new", now); ok {
 		t.Fatal("a counter that never read the key claims to know")
 	}
-	u, err := c.Peek(context.Background(), "+420600000001", now)
-	if err != nil || u != (caps.Usage{Day: 2, Week: 2}) {
-		t.Fatalf("Peek = %+v, %v; want 2 today, 2 this week", u, err)
+	u, counted, err := c.Peek(context.Background(), "+420600000001", "b", now)
+	if err != nil || u != (caps.Usage{Day: 2, Week: 2}) || !counted {
+		t.Fatalf("Peek(b) = %+v, %v, %v; want 2 today, 2 this week, b counted", u, counted, err)
+	}
+	if _, counted, _ := c.Peek(context.Background(), "+420600000001", "zz", now); counted {
+		t.Fatal("Peek(zz) says counted; zz was never taken")
 	}
 }
 

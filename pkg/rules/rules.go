@@ -175,9 +175,13 @@ func (p *Preview) Check(ctx context.Context, m envelope.Message) (Verdict, error
 	if r.capped(m) {
 		u, ok := p.usage[m.To]
 		if !ok {
+			var counted bool
 			var err error
-			if u, err = r.Caps.Peek(ctx, m.To, r.now()); err != nil {
+			if u, counted, err = r.Caps.Peek(ctx, m.To, m.ID, r.now()); err != nil {
 				return Verdict{}, err
+			}
+			if counted { // queued before (a request sent again): it passed then
+				return Verdict{}, nil
 			}
 		}
 		if v := capVerdict(r.Caps.Limits().Over(u), r.Caps.Limits()); v.Reason != "" {

@@ -113,8 +113,12 @@ func TestPreviewCountsTheRequestsOwnMessagesAndRecordsNothing(t *testing.T) {
 			}
 		}
 	}
-	u, err := r.Caps.Peek(ctx, "+420600000001", r.Now())
+	u, _, err := r.Caps.Peek(ctx, "+420600000001", "p1", r.Now())
 	if err != nil || u.Day != 1 {
 		t.Fatalf("usage after two previews = %+v, %v; want 1 (only sent-1 counted)", u, err)
+	}
+	// A message already counted (its request sent again) is judged as passing.
+	if v, err := r.NewPreview().Check(ctx, msg("sent-1", "+420600000001", "earlier", "")); err != nil || v.Reason != "" {
+		t.Fatalf("preview of the counted sent-1 = %+v, %v; want it to pass", v, err)
 	}
 }

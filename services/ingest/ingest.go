@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/rules"
 	"github.com/smsflow/smsflow/pkg/status"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	Region       string   // default region for numbers without a country prefix
 	MaxChars     int      // text limit in characters
 	Links        []string // configured link names, for /v1/links
+
+	// Rules are the policy rules for "policy":"on_build" (onbuild.go); nil refuses it.
+	Rules *rules.Rules
 }
 
 // API serves the /v1/messages endpoints.
@@ -159,6 +163,15 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	if len(errs) > 0 {
 		a.m.requests.WithLabelValues("invalid").Inc()
 		a.fail(w, http.StatusBadRequest, fmt.Sprintf("%d invalid field(s); nothing was queued", len(errs)), errs)
+		return
+	}
+	if bo, err := readBuildOptions(body, batch); err != nil || bo.Policy == PolicyOnBuild {
+		if err != nil {
+			a.m.requests.WithLabelValues("invalid").Inc()
+			a.fail(w, http.StatusBadRequest, err.Error(), nil)
+			return
+		}
+		a.postOnBuild(w, r, msgs, datas, bo.DryRun) // onbuild.go
 		return
 	}
 	if !a.js.Conn().IsConnected() {
