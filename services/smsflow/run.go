@@ -21,6 +21,7 @@ import (
 
 	"github.com/smsflow/smsflow/config"
 	"github.com/smsflow/smsflow/pkg/broker"
+	"github.com/smsflow/smsflow/pkg/optout"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/services/egress"
@@ -145,14 +146,27 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}
 	}
 
+	// No blacklist yet: pkg/blacklist plugs in here.
+	pp, err := newPolicyParts(ctx, b.JS, cfg.Policy, nil, log.With("stage", "policy"))
+	if err != nil {
+		if stopped(ctx, err) {
+			return nil
+		}
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	var eg *egress.Stage
 	if stages["policy"] {
 		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
-		pol := policy.New(b.JS, pub, policy.Chain(routes), policy.Options{
+		pm := policy.NewMetrics(reg) // the rules after routing: a no_route never uses up a cap
+		plog := log.With("stage", "policy")
+		pol := policy.New(b.JS, pub, policy.Chain(routes, policy.Rules(pp.stage)), policy.Options{
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
 			Grace: cfg.Egress.ShutdownGrace,
-		}, log.With("stage", "policy"), policy.NewMetrics(reg))
+		}, plog, pm)
+		optOuts := policy.NewOptOuts(b.JS, pp.store, optout.NewKeywords(cfg.Policy.StopKeywords, cfg.Policy.StartKeywords), cfg.Policy.DefaultRegion, plog, pm)
+		g.Go(func() error { return pp.view.Run(gctx) })
+		g.Go(func() error { return optOuts.Run(gctx) })
 		g.Go(func() error { return pol.Run(gctx) })
 	}
 	if stages["egress"] {
@@ -171,7 +185,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		api := ingest.New(b.JS, pub, ingest.Options{
 			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxBatch: cfg.HTTP.MaxBatch,
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
-			Links: sortedKeys(cfg.Links),
+			Links: sortedKeys(cfg.Links), Rules: pp.build,
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
 		mux := http.NewServeMux()
 		api.Register(mux)
