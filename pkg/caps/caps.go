@@ -136,12 +136,12 @@ func (c *Counter) Take(ctx context.Context, number, id string, now time.Time) (V
 			// Only a value read from the bucket can reject.
 		} else {
 			next := state{entries: append(append(make([]entry, 0, len(st.entries)+1), st.entries...), entry{day: day, id: id})}
+			// Revision 0 creates the key. Update, not Create: a lost race
+			// for a new key then costs no extra read inside nats.go (keys
+			// here expire by the bucket's max age, which leaves no delete
+			// marker for Create to step over).
 			var err error
-			if st.rev == 0 {
-				next.rev, err = c.kv.Create(ctx, key, encode(next.entries))
-			} else {
-				next.rev, err = c.kv.Update(ctx, key, encode(next.entries), st.rev)
-			}
+			next.rev, err = c.kv.Update(ctx, key, encode(next.entries), st.rev)
 			if err == nil {
 				c.remember(key, next)
 				return Pass, nil
