@@ -322,6 +322,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type Metrics struct {
 	requests *prometheus.CounterVec
 	messages prometheus.Counter
+	onBuild  *prometheus.CounterVec // onbuild.go
 }
 
 // NewMetrics registers the API's metrics on reg.
@@ -336,5 +337,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"accepted", "invalid", "error"} {
 		m.requests.WithLabelValues(r)
 	}
+	m.onBuild = newOnBuildMetric(f)
 	return m
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"github.com/smsflow/smsflow/pkg/envelope"
 	"github.com/smsflow/smsflow/pkg/status"
 )
@@ -46,6 +49,16 @@ func readBuildOptions(body []byte, batch bool) (buildOptions, error) {
 		}
 	}
 	return o, nil
+}
+
+// newOnBuildMetric registers the count of messages on_build rejected.
+func newOnBuildMetric(f promauto.Factory) *prometheus.CounterVec {
+	v := f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "ingest", Name: "onbuild_rejected_total",
+		Help: `Messages of "policy":"on_build" requests rejected before queueing (not dry runs), by reason.`}, []string{"reason"})
+	for _, r := range []string{status.ReasonBlacklist, status.ReasonOptedOut, status.ReasonDuplicate, status.ReasonDailyCP, status.ReasonWeeklyCP} {
+		v.WithLabelValues(r)
+	}
+	return v
 }
 
 // buildResult is the on_build verdict on one message of the request.
@@ -122,11 +135,15 @@ func (a *API) postOnBuild(w http.ResponseWriter, r *http.Request, msgs []envelop
 			continue
 		}
 		ev := status.Event{ID: res.ID, Status: status.Rejected, Reason: res.Rejected, Detail: res.Detail, Stage: "ingest", Campaign: msgs[res.Index].Campaign}
-		if err := a.pub.Publish(r.Context(), ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+		err := a.pub.Publish(r.Context(), ev)
+		if err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 			a.m.requests.WithLabelValues("error").Inc()
 			a.log.Warn("on_build: rejected status not written", "msg_id", res.ID, "err", err)
 			a.fail(w, http.StatusServiceUnavailable, "could not record the rejections; retrying the same request is safe", nil)
 			return
+		}
+		if err == nil {
+			a.m.onBuild.WithLabelValues(res.Rejected).Inc()
 		}
 	}
 	if len(queue) > 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/smsflow/smsflow/pkg/caps"
 	"github.com/smsflow/smsflow/pkg/dedup"
@@ -106,6 +107,9 @@ func TestOnBuildChecksEveryMessageBeforeQueueingAny(t *testing.T) {
 		if _, err := e.pub.Latest(ctx, "b1"); !errors.Is(err, status.ErrNotFound) {
 			t.Errorf("a status for b1 after a dry run: %v", err)
 		}
+		if got := testutil.ToFloat64(e.api.m.onBuild.WithLabelValues(status.ReasonDuplicate)); got != 0 {
+			t.Errorf("onbuild_rejected_total{reason=duplicate} = %v after a dry run, want 0", got)
+		}
 	})
 
 	t.Run("without dry_run the passing messages are queued and the others rejected", func(t *testing.T) {
@@ -125,6 +129,11 @@ func TestOnBuildChecksEveryMessageBeforeQueueingAny(t *testing.T) {
 				t.Errorf("%s: status %+v, %v; want none yet (the policy stage decides)", id, ev, err)
 			case want[i] != "" && (err != nil || ev.Status != status.Rejected || ev.Reason != want[i]):
 				t.Errorf("%s: status %+v, %v; want rejected/%s", id, ev, err, want[i])
+			}
+		}
+		for reason, n := range map[string]float64{status.ReasonDuplicate: 1, status.ReasonDailyCP: 1, status.ReasonOptedOut: 1, status.ReasonBlacklist: 1} {
+			if got := testutil.ToFloat64(e.api.m.onBuild.WithLabelValues(reason)); got != n {
+				t.Errorf("onbuild_rejected_total{reason=%s} = %v, want %v", reason, got, n)
 			}
 		}
 		// Nothing was counted: the caps still show only "earlier".
