@@ -96,6 +96,15 @@ type Policy struct {
 	DefaultPool   string `koanf:"default_pool"`   // "": unmatched numbers are rejected (no_route)
 	DefaultRegion string `koanf:"default_region"` // "": numbers must be in +E.164 form
 	MaxTextChars  int    `koanf:"max_text_chars"`
+
+	// Frequency caps (CP1), duplicate window (CP2) and opt-out keywords.
+	DailyCap         int           `koanf:"daily_cap"`         // per recipient per calendar day; 0: no cap
+	WeeklyCap        int           `koanf:"weekly_cap"`        // per recipient per ISO week; 0: no cap
+	CapTransactional bool          `koanf:"cap_transactional"` // transactional messages count against the caps too
+	TimeZone         string        `koanf:"time_zone"`         // IANA zone of the caps' days and weeks
+	DuplicateWindow  time.Duration `koanf:"duplicate_window"`  // same text to the same number within it: duplicate; 0: off
+	StopKeywords     []string      `koanf:"stop_keywords"`     // besides STOP and UNSUBSCRIBE
+	StartKeywords    []string      `koanf:"start_keywords"`    // besides START
 }
 
 // Egress configures submitting and retrying.

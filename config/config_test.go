@@ -42,7 +42,7 @@ func TestLoad(t *testing.T) {
 						Rate: 200, Burst: 200, Window: 10, RespTimeout: 5 * time.Second, SourceAddr: "smsflow",
 					}},
 					Pools:    map[string]Pool{"default": {Links: []string{"sim1"}, Prefixes: []string{}}},
-					Policy:   Policy{DefaultPool: "default", MaxTextChars: 1600},
+					Policy:   Policy{DefaultPool: "default", MaxTextChars: 1600, TimeZone: "UTC", DuplicateWindow: 10 * time.Minute, StopKeywords: []string{}, StartKeywords: []string{}},
 					Egress:   Egress{MaxAttempts: 10, BackoffMin: 500 * time.Millisecond, BackoffMax: time.Minute, ShutdownGrace: 10 * time.Second},
 					Receipts: Receipts{OrphanAfter: 10 * time.Minute, ReceiptTimeout: 48 * time.Hour},
 					Log:      Log{Level: "info", Format: "text"},

@@ -181,6 +181,34 @@ func (c Config) validatePolicy(v *validator) {
 		v.addf("policy.default_region: must be \"\" or a two-letter upper-case region like \"CZ\", got %q", shorten(p.DefaultRegion))
 	}
 	v.atLeast("policy.max_text_chars", int64(p.MaxTextChars), 1)
+	c.validateRules(v)
+}
+
+// validateRules checks the caps, the duplicate window and the keywords.
+func (c Config) validateRules(v *validator) {
+	p := c.Policy
+	v.atLeast("policy.daily_cap", int64(p.DailyCap), 0)
+	v.atLeast("policy.weekly_cap", int64(p.WeeklyCap), 0)
+	if p.DailyCap > 0 && p.WeeklyCap > 0 && p.WeeklyCap < p.DailyCap {
+		v.addf("policy.weekly_cap: must be >= policy.daily_cap (%d) or 0, got %d", p.DailyCap, p.WeeklyCap)
+	}
+	if _, err := time.LoadLocation(p.TimeZone); err != nil || p.TimeZone == "" || strings.EqualFold(p.TimeZone, "local") {
+		v.addf("policy.time_zone: must be an IANA time zone like \"Europe/Prague\" or \"UTC\", got %q", shorten(p.TimeZone))
+	}
+	v.atLeastDuration("policy.duplicate_window", p.DuplicateWindow, 0)
+	if p.DuplicateWindow > 0 && p.DuplicateWindow < time.Second {
+		v.addf("policy.duplicate_window: must be 0 (off) or at least 1s (a KV key TTL), got %s", p.DuplicateWindow)
+	}
+	for _, k := range []struct {
+		key   string
+		words []string
+	}{{"policy.stop_keywords", p.StopKeywords}, {"policy.start_keywords", p.StartKeywords}} {
+		for _, w := range k.words {
+			if strings.TrimSpace(w) == "" || len(w) > 64 {
+				v.addf("%s: %q must be a word of 1 to 64 bytes", k.key, shorten(w))
+			}
+		}
+	}
 }
 
 func (c Config) validateBlacklist(v *validator) {

@@ -51,6 +51,9 @@ const (
 	BucketBlacklist       = "sms_blacklist"
 	ObjectBucketBlacklist = "sms_blacklist"
 	BucketWebhooks        = "sms_webhooks"
+	BucketCaps            = "sms_caps"
+	BucketDedup           = "sms_dedup"
+	BucketOptOut          = "sms_optout"
 )
 
 // Consumer durable names.
@@ -63,6 +66,7 @@ const (
 	ConsumerReceiptRechecks = "receipt-rechecks" // on SMS_RECEIPT_TIMERS: parked receipts, due again
 	ConsumerStatus          = "status"
 	ConsumerWebhooks        = "webhooks"
+	ConsumerOptOut          = "policy-optout" // on SMS_INBOUND
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -215,7 +219,8 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	}
 	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
 		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
-		{ReceiptTimers, ConsumerReceiptRechecks}, {Status, ConsumerStatus}, {Status, ConsumerWebhooks}} {
+		{ReceiptTimers, ConsumerReceiptRechecks}, {Status, ConsumerStatus}, {Status, ConsumerWebhooks},
+		{Inbound, ConsumerOptOut}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err

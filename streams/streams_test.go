@@ -58,7 +58,8 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if ei, _ := eg.Info(ctx); ei.Config.Retention != jetstream.WorkQueuePolicy {
 		t.Errorf("SMS_EGRESS retention = %v, want work-queue", ei.Config.Retention)
 	}
-	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks, streams.BucketReceiptParts, streams.BucketWebhooks} {
+	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks, streams.BucketReceiptParts, streams.BucketWebhooks,
+		streams.BucketCaps, streams.BucketDedup, streams.BucketOptOut} {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			t.Errorf("kv %s: %v", b, err)
 		}
@@ -67,6 +68,17 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 		if _, err := js.Consumer(ctx, sc[0], sc[1]); err != nil {
 			t.Errorf("consumer %s/%s: %v", sc[0], sc[1], err)
 		}
+	}
+	// The duplicate window gives each key its own TTL: the bucket must allow it.
+	dedup, err := js.Stream(ctx, "KV_"+streams.BucketDedup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di, _ := dedup.Info(ctx); !di.Config.AllowMsgTTL {
+		t.Errorf("KV %s does not allow per-key TTLs", streams.BucketDedup)
+	}
+	if _, err := js.Consumer(ctx, streams.Inbound, streams.ConsumerOptOut); err != nil {
+		t.Errorf("opt-out consumer on %s: %v", streams.Inbound, err)
 	}
 	c, err := js.Consumer(ctx, streams.Egress, streams.EgressConsumerName("cz"))
 	if err != nil {

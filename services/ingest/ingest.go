@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/rules"
 	"github.com/smsflow/smsflow/pkg/status"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	Region       string   // default region for numbers without a country prefix
 	MaxChars     int      // text limit in characters
 	Links        []string // configured link names, for /v1/links
+
+	// Rules are the policy rules for "policy":"on_build" (onbuild.go); nil refuses it.
+	Rules *rules.Rules
 }
 
 // API serves the /v1/messages endpoints.
@@ -163,6 +167,15 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	if len(errs) > 0 {
 		a.m.requests.WithLabelValues("invalid").Inc()
 		a.fail(w, http.StatusBadRequest, fmt.Sprintf("%d invalid field(s); nothing was queued", len(errs)), errs)
+		return
+	}
+	if bo, err := readBuildOptions(body, batch); err != nil || bo.Policy == PolicyOnBuild {
+		if err != nil {
+			a.m.requests.WithLabelValues("invalid").Inc()
+			a.fail(w, http.StatusBadRequest, err.Error(), nil)
+			return
+		}
+		a.postOnBuild(w, r, msgs, datas, bo.DryRun) // onbuild.go
 		return
 	}
 	if !a.js.Conn().IsConnected() {
@@ -313,6 +326,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type Metrics struct {
 	requests *prometheus.CounterVec
 	messages prometheus.Counter
+	onBuild  *prometheus.CounterVec // onbuild.go
 }
 
 // NewMetrics registers the API's metrics on reg.
@@ -327,5 +341,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"accepted", "invalid", "error"} {
 		m.requests.WithLabelValues(r)
 	}
+	m.onBuild = newOnBuildMetric(f)
 	return m
 }

@@ -243,6 +243,7 @@ type Metrics struct {
 	rejected *prometheus.CounterVec
 	poison   prometheus.Counter
 	retries  prometheus.Counter
+	inbound  *prometheus.CounterVec
 }
 
 // NewMetrics registers the stage's metrics on reg.
@@ -257,6 +258,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages on sms.outbound that are not a valid envelope (bad JSON, wrong types, bad id)."}),
 		retries: f.NewCounter(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "retries_total",
 			Help: "Messages given back to the broker because a write failed or a check could not decide."}),
+		inbound: f.NewCounterVec(prometheus.CounterOpts{Namespace: "smsflow", Subsystem: "policy", Name: "inbound_total",
+			Help: "Replies read on sms.inbound, by result (stop, start: recorded in sms_optout; other: not a keyword; invalid)."}, []string{"result"}),
+	}
+	for _, r := range []string{"stop", "start", "other", "invalid"} {
+		m.inbound.WithLabelValues(r)
 	}
 	for _, r := range []string{"queued", "rejected", "expired", "already_handled"} {
 		m.out.WithLabelValues(r)

@@ -150,7 +150,6 @@ func TestMetricsPassLintAndAddUpToTheMessagesSent(t *testing.T) {
 		`smsflow_receipts_processed_total{result="delivered"}`:                          good,
 		`smsflow_receipts_processed_total{result="orphan"}`:                             0,
 		`smsflow_status_events_total{status="accepted"}`:                                good + bad,
-		`smsflow_status_events_total{status="queued"}`:                                  good,
 		`smsflow_status_events_total{status="submitted"}`:                               good,
 		`smsflow_status_events_total{status="delivered"}`:                               good,
 		`smsflow_status_events_total{status="rejected"}`:                                bad,
@@ -174,6 +173,12 @@ func TestMetricsPassLintAndAddUpToTheMessagesSent(t *testing.T) {
 		} else if got != want {
 			t.Errorf("%s = %v, want %v", key, got, want)
 		}
+	}
+	// A queued event that loses the race with its message's submitted event
+	// is dropped by pkg/status (a status never goes back a stage), so the
+	// events can be fewer than the messages policy queued (counted above).
+	if q := v[`smsflow_status_events_total{status="queued"}`]; q > good {
+		t.Errorf("queued events = %v, want at most %d", q, good)
 	}
 	if got := v[`smsflow_status_cost_total{link="sim1"}`]; got < good*price-1e-9 || got > good*price+1e-9 {
 		t.Errorf("cost on sim1 = %v, want %v", got, good*price)

@@ -23,6 +23,8 @@ import (
 	"github.com/smsflow/smsflow/pkg/blacklist"
 	"github.com/smsflow/smsflow/pkg/broker"
 	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/optout"
+	"github.com/smsflow/smsflow/pkg/rules"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/services/dashboard"
@@ -156,25 +158,42 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
-	// The blacklist serves the policy stage (Contains, after Ready) and the
-	// HTTP API (/v1/blacklist); a list that fails to load at start stops run.
+	// The blacklist serves the policy stage (Contains, after Ready), on_build
+	// checks and the HTTP API (/v1/blacklist); a list that fails to load at
+	// start stops run.
 	var bl *blacklist.List
+	var blr rules.Blacklist // a nil *List must not become a non-nil interface
 	if stages["policy"] || stages["http"] {
 		bl = blacklist.New(b.NC, b.JS, blacklist.Options{
 			Files: cfg.Blacklist.Files, PollInterval: cfg.Blacklist.PollInterval,
 			ObjectBucket: cfg.Blacklist.ObjectBucket, KVBucket: streams.BucketBlacklist,
 			Region: cfg.Policy.DefaultRegion,
 		}, log.With("component", "blacklist"), blacklist.NewMetrics(reg))
+		blr = bl
+	}
+	pp, err := newPolicyParts(ctx, b.JS, cfg.Policy, blr, log.With("stage", "policy"))
+	if err != nil {
+		if stopped(ctx, err) {
+			return nil
+		}
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if bl != nil {
 		g.Go(func() error { return bl.Run(gctx) })
 	}
 	var eg *egress.Stage
 	if stages["policy"] {
 		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
-		pol := policy.New(b.JS, pub, policy.Chain(routes), policy.Options{
+		pm := policy.NewMetrics(reg) // the rules after routing: a no_route never uses up a cap
+		plog := log.With("stage", "policy")
+		pol := policy.New(b.JS, pub, policy.Chain(routes, policy.Rules(pp.stage)), policy.Options{
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
 			Grace: cfg.Egress.ShutdownGrace,
-		}, log.With("stage", "policy"), policy.NewMetrics(reg))
+		}, plog, pm)
+		optOuts := policy.NewOptOuts(b.JS, pp.store, optout.NewKeywords(cfg.Policy.StopKeywords, cfg.Policy.StartKeywords), cfg.Policy.DefaultRegion, plog, pm)
+		g.Go(func() error { return pp.view.Run(gctx) })
+		g.Go(func() error { return optOuts.Run(gctx) })
 		g.Go(func() error { return afterReady(gctx, bl, pol.Run) })
 	}
 	if stages["egress"] {
@@ -207,7 +226,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		api := ingest.New(b.JS, pub, ingest.Options{
 			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, MaxBatch: cfg.HTTP.MaxBatch,
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
-			Links: sortedKeys(cfg.Links),
+			Links: sortedKeys(cfg.Links), Rules: pp.build,
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
 		mux := http.NewServeMux()
 		api.Register(mux)

@@ -622,7 +622,7 @@ func TestRunServesTheBlacklist(t *testing.T) {
 	}
 	in := newInstance(t, "SMSFLOW_SMSC_SIM__ENABLED=false", "SMSFLOW_BLACKLIST__FILES="+list)
 	cfg := in.config(t)
-	stages, _ := parseStages("http")
+	stages, _ := parseStages("policy,http")
 	r := start(t, func(ctx context.Context) error {
 		return run(ctx, cfg, stages, discardLogger(), prometheus.NewRegistry())
 	})
@@ -653,6 +653,24 @@ func TestRunServesTheBlacklist(t *testing.T) {
 	}
 	if code, out := call("GET", "/v1/blacklist/+420600000002", ""); code != http.StatusOK || out["blacklisted"] != true {
 		t.Errorf("GET after POST = %d %v, want 200 blacklisted", code, out)
+	}
+	// The policy stage follows the same list: the runtime addition is
+	// rejected, the number taken off the file goes on (queued: no egress here).
+	code, out := call("POST", "/v1/messages", `{"messages":[{"to":"+420600000002","text":"a"},{"to":"+420600000001","text":"b"}]}`)
+	ids, _ := out["ids"].([]any)
+	if code != http.StatusAccepted || len(ids) != 2 {
+		t.Fatalf("POST /v1/messages = %d %v, want 202 with 2 ids", code, out)
+	}
+	for i, want := range []string{"rejected/blacklist", "queued/"} {
+		var got string
+		natstest.Eventually(t, wait, "message "+want, func() bool {
+			_, m := call("GET", fmt.Sprintf("/v1/messages/%v", ids[i]), "")
+			got = fmt.Sprintf("%v/%v", m["status"], m["reason"])
+			if m["reason"] == nil {
+				got = fmt.Sprintf("%v/", m["status"])
+			}
+			return got == want
+		})
 	}
 	if err := r.stop(t, wait); err != nil {
 		t.Fatalf("run returned %v after cancel, want nil", err)

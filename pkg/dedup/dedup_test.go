@@ -1,0 +1,122 @@
+package dedup_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smsflow/smsflow/pkg/dedup"
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/streams"
+)
+
+func bucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx := context.Background()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, streams.BucketDedup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+func claim(t *testing.T, w *dedup.Window, number, text, id string) string {
+	t.Helper()
+	owner, err := w.Claim(context.Background(), number, text, id)
+	if err != nil {
+		t.Fatalf("Claim(%s, %q, %s): %v", number, text, id, err)
+	}
+	return owner
+}
+
+func TestTheSameTextToTheSameNumberIsADuplicateWhateverItsID(t *testing.T) {
+	w := dedup.New(bucket(t), time.Minute)
+	const n = "+420600000001"
+	if o := claim(t, w, n, "Sale today", "a"); o != "" {
+		t.Fatalf("first claim: held by %q, want free", o)
+	}
+	for _, tc := range []struct {
+		name, number, text, id, want string
+	}{
+		{"the same id again is a redelivery, not a duplicate", n, "Sale today", "a", ""},
+		{"another id with the same text to the same number is a duplicate of the first", n, "Sale today", "b", "a"},
+		{"the same text to another number is not a duplicate", "+420600000002", "Sale today", "c", ""},
+		{"another text to the same number is not a duplicate", n, "Sale tomorrow", "d", ""},
+		{"text differing only in case is another text", n, "sale today", "e", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if o := claim(t, w, tc.number, tc.text, tc.id); o != tc.want {
+				t.Fatalf("Claim = held by %q, want %q", o, tc.want)
+			}
+		})
+	}
+	if h, err := w.Holder(context.Background(), n, "Sale today"); err != nil || h != "a" {
+		t.Fatalf("Holder = %q, %v; want a", h, err)
+	}
+}
+
+func TestAClaimEndsWithTheWindow(t *testing.T) {
+	w := dedup.New(bucket(t), time.Second)
+	const n = "+420600000001"
+	if o := claim(t, w, n, "hi", "a"); o != "" {
+		t.Fatalf("first claim held by %q", o)
+	}
+	if o := claim(t, w, n, "hi", "b"); o != "a" {
+		t.Fatalf("inside the window: held by %q, want a", o)
+	}
+	natstest.Eventually(t, 10*time.Second, "the claim of a expires after its 1s window", func() bool {
+		h, err := w.Holder(context.Background(), n, "hi")
+		return err == nil && h == ""
+	})
+	if o := claim(t, w, n, "hi", "c"); o != "" {
+		t.Fatalf("after the window: held by %q, want free", o)
+	}
+}
+
+func TestOnlyOneOfManyRacingClaimsWins(t *testing.T) {
+	kv := bucket(t)
+	const racers, each = 4, 25
+	var mu sync.Mutex
+	free := 0
+	var wg sync.WaitGroup
+	for i := range racers {
+		w := dedup.New(kv, time.Minute) // one per instance
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range each {
+				o, err := w.Claim(context.Background(), "+420600000001", "same", fmt.Sprintf("r%d-%d", i, j))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if o == "" {
+					mu.Lock()
+					free++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if free != 1 {
+		t.Fatalf("%d of %d claims found the pair free, want exactly 1", free, racers*each)
+	}
+}
+
+func TestAZeroWindowIsOff(t *testing.T) {
+	w := dedup.New(bucket(t), 0)
+	for i := range 3 {
+		if o := claim(t, w, "+420600000001", "hi", fmt.Sprint(i)); o != "" {
+			t.Fatalf("claim %d held by %q with the window off", i, o)
+		}
+	}
+}

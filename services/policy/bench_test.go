@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smsflow/smsflow/pkg/caps"
+	"github.com/smsflow/smsflow/pkg/dedup"
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/pkg/optout"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// numberSet is an in-memory blacklist, as pkg/blacklist holds one.
+type numberSet map[string]struct{}
+
+func (s numberSet) Contains(n string) bool { _, ok := s[n]; return ok }
+
+// BenchmarkStage measures one policy stage, alone on an embedded server, with
+// every rule on: a 1,000,000-number blacklist in memory, opt-out view,
+// duplicate window and caps (3 a day, 10 a week). The messages (b.N of them,
+// to b.N/2 numbers, unique texts) are in SMS_OUTBOUND before the clock
+// starts; it stops when the consumer has acked the last. Reported as msgs/s.
+//
+//	go test -run '^$' -bench BenchmarkStage -benchtime 20000x -count 5 ./services/policy/
+func BenchmarkStage(b *testing.B) {
+	srv := natstest.RunServer(b, b.TempDir())
+	_, js := natstest.Connect(b, srv)
+	ctx := context.Background()
+	if err := streams.Apply(ctx, js, []string{"default", "cz"}); err != nil {
+		b.Fatal(err)
+	}
+	black := make(numberSet, 1_000_000)
+	for i := range 1_000_000 {
+		black[fmt.Sprintf("+420700%06d", i)] = struct{}{}
+	}
+	msgs := make([]map[string]any, b.N)
+	for i := range msgs {
+		msgs[i] = map[string]any{"id": fmt.Sprintf("bench-%07d", i), "to": fmt.Sprintf("+420600%06d", i/2),
+			"text": fmt.Sprintf("offer %d", i), "kind": "marketing"}
+	}
+	publishAll(b, js, msgs)
+
+	pub, err := status.NewPublisher(ctx, js)
+	if err != nil {
+		b.Fatal(err)
+	}
+	kv := func(name string) jetstream.KeyValue {
+		k, err := js.KeyValue(ctx, name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return k
+	}
+	w, _ := caps.NewWindow("UTC")
+	log := slog.New(slog.DiscardHandler)
+	view := optout.NewView(kv(streams.BucketOptOut), log)
+	natstest.Run(b, wait, view.Run)
+	<-view.Ready()
+	r := newRulesFor(black, view, dedup.New(kv(streams.BucketDedup), 10*time.Minute),
+		caps.NewCounter(kv(streams.BucketCaps), w, caps.Limits{Daily: 3, Weekly: 10}))
+	check := Chain(czRoutes(), Rules(r))
+	if os.Getenv("SMSFLOW_BENCH_NO_RULES") != "" {
+		check = Chain(czRoutes()) // the stage without the rules, for comparison
+	}
+	s := New(js, pub, check, testOptions(), log, NewMetrics(prometheus.NewRegistry()))
+
+	b.ResetTimer()
+	cpu0 := cpuTime(b)
+	start := time.Now()
+	stop := natstest.Run(b, 10*time.Minute, s.Run)
+	waitDrained(b, js, 10*time.Minute)
+	elapsed := time.Since(start)
+	cpu := cpuTime(b) - cpu0
+	b.StopTimer()
+	stop()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	// CPU per message (client and embedded server together) does not depend
+	// on what else the machine runs, as msgs/s does.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
