@@ -104,9 +104,10 @@ func TestTheLivePageFollowsARun(t *testing.T) {
 	if got := text("count-delivered"); got != "0" {
 		t.Fatalf("#count-delivered before any message = %q, want 0", got)
 	}
-	if got := query(`document.querySelector('#links tr[data-link="sim1"] .state').textContent`); got != "bound" {
-		t.Fatalf("sim1's state = %q, want bound", got)
-	}
+	// The link reports its health to KV a moment after it binds.
+	natstest.Eventually(t, wait, "want sim1's state to read bound", func() bool {
+		return query(`document.querySelector('#links tr[data-link="sim1"] .state').textContent`) == "bound"
+	})
 
 	in.postBatch(t, "page", 0, 100)
 	waitText("count-delivered", "100")
