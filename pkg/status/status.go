@@ -147,19 +147,11 @@ const casAttempts = 8
 // earlier one; any other error means nothing is known and the caller should
 // retry (nak).
 func (p *Publisher) Publish(ctx context.Context, ev Event) error {
-	if ev.At.IsZero() {
-		ev.At = time.Now().UTC()
-	}
-	data, err := json.Marshal(ev)
+	msg, msgID, err := encode(ev)
 	if err != nil {
-		return fmt.Errorf("status: encode: %w", err)
+		return err
 	}
-	msg := &nats.Msg{Subject: Subject(ev.ID), Data: data}
 	terminal := Terminal(ev.Status)
-	msgID := eventMsgID(ev)
-	if terminal {
-		msgID = ev.ID + ".final"
-	}
 	for range casAttempts {
 		var last uint64
 		raw, err := p.stream.GetLastMsgForSubject(ctx, msg.Subject)
@@ -183,9 +175,7 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 			last = raw.Sequence
 		}
 		_, err = p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(last))
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if wrongLast(err) {
 			continue // someone wrote in between: look again
 		}
 		if err != nil {
@@ -194,6 +184,62 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 		return nil
 	}
 	return fmt.Errorf("status: publish %s %s: lost the compare-and-set %d times", ev.ID, ev.Status, casAttempts)
+}
+
+// ErrNotNext is returned by PublishNext when the message's latest event is
+// not the one the caller expected: nothing was written.
+var ErrNotNext = errors.New("status: the message's latest event is not the one expected")
+
+// PublishNext writes ev on the condition that the message's latest event is
+// the one at sequence after (0: that the message has no event yet), and
+// returns the new event's sequence. It is Publish without the read before
+// the write, for a stage that knows what it wrote last (the sequence
+// PublishNext returned) or that the message is new: one round trip instead of
+// two. Any doubt gives ErrNotNext and writes nothing: another event landed in
+// between, or the stream dropped the event as a replay (a redelivery whose
+// first attempt got this far), and the caller takes the careful path (Latest,
+// then Publish).
+func (p *Publisher) PublishNext(ctx context.Context, ev Event, after uint64) (uint64, error) {
+	msg, msgID, err := encode(ev)
+	if err != nil {
+		return 0, err
+	}
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(after))
+	if wrongLast(err) {
+		return 0, ErrNotNext
+	}
+	if err != nil {
+		return 0, fmt.Errorf("status: publish %s %s: %w", ev.ID, ev.Status, err)
+	}
+	if ack.Duplicate {
+		return 0, ErrNotNext
+	}
+	return ack.Sequence, nil
+}
+
+// encode is ev's message on its subject (At defaults to now) and its
+// Nats-Msg-Id: one per (id, status, attempt), and one terminal per message.
+func encode(ev Event) (*nats.Msg, string, error) {
+	if ev.At.IsZero() {
+		ev.At = time.Now().UTC()
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, "", fmt.Errorf("status: encode: %w", err)
+	}
+	msgID := eventMsgID(ev)
+	if Terminal(ev.Status) {
+		msgID = ev.ID + ".final"
+	}
+	return &nats.Msg{Subject: Subject(ev.ID), Data: data}, msgID, nil
+}
+
+// wrongLast reports whether err is the server refusing a write because the
+// subject's last sequence was not the one expected.
+func wrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func eventMsgID(ev Event) string {

@@ -181,3 +181,32 @@ func TestALateEarlierStageEventIsDropped(t *testing.T) {
 		t.Fatalf("history = %+v, want accepted, retry, submitted", h)
 	}
 }
+
+// PublishNext writes only when its guess of the latest event is right, and
+// a replayed event (dropped by the stream's dedup) is a wrong guess too: the
+// caller must then look before it acts.
+func TestPublishNextWritesOnlyAfterTheExpectedEvent(t *testing.T) {
+	p := newPublisher(t)
+	ctx := context.Background()
+	seq, err := p.PublishNext(ctx, status.Event{ID: "n1", Status: status.Accepted}, 0)
+	if err != nil || seq == 0 {
+		t.Fatalf("first event: seq %d, err %v; want a sequence", seq, err)
+	}
+	if _, err := p.PublishNext(ctx, status.Event{ID: "n1", Status: status.Accepted}, 0); !errors.Is(err, status.ErrNotNext) {
+		t.Fatalf("a second first event: err = %v, want ErrNotNext", err)
+	}
+	if _, err := p.PublishNext(ctx, status.Event{ID: "n1", Status: status.Accepted}, seq); !errors.Is(err, status.ErrNotNext) {
+		t.Fatalf("a replayed event: err = %v, want ErrNotNext (the stream's dedup dropped it)", err)
+	}
+	if _, err := p.PublishNext(ctx, status.Event{ID: "n1", Status: status.Queued}, seq+100); !errors.Is(err, status.ErrNotNext) {
+		t.Fatalf("a wrong sequence: err = %v, want ErrNotNext", err)
+	}
+	next, err := p.PublishNext(ctx, status.Event{ID: "n1", Status: status.Queued}, seq)
+	if err != nil || next <= seq {
+		t.Fatalf("queued after accepted: seq %d, err %v; want a sequence after %d", next, err, seq)
+	}
+	h, err := p.History(ctx, "n1", 10)
+	if err != nil || len(h) != 2 || h[0].Status != status.Accepted || h[1].Status != status.Queued {
+		t.Fatalf("history = %+v, %v; want exactly accepted, queued", h, err)
+	}
+}

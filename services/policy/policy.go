@@ -93,44 +93,56 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if err != nil {
 		s.m.poison.Inc()
 		s.log.Warn("invalid envelope rejected", "msg_id", m.ID, "seq", md.Sequence.Stream, "err", err)
-		return s.reject(ctx, msg, m, status.ReasonInvalid, err.Error())
-	}
-	// A message whose status went past "accepted" was handled already: a
-	// redelivery after a crash past the forward (which the egress stream's
-	// dedup window would not catch if the restart took longer), or the same
-	// id sent again after the 24 h dedup window. Sending it again would be a
-	// second SMS.
-	switch prev, err := s.pub.Latest(ctx, m.ID); {
-	case err == nil && prev.Status != status.Accepted && !releasing(msg, prev.Status):
-		s.m.out.WithLabelValues("already_handled").Inc()
-		s.log.Warn("message id already handled; not sent again", "msg_id", m.ID, "status", prev.Status, "deliveries", md.NumDelivered)
-		return consume.Ack()
-	case err != nil && !errors.Is(err, status.ErrNotFound):
-		return s.retry(msg, err)
+		return s.reject(ctx, msg, m, 0, status.ReasonInvalid, err.Error())
 	}
 	m.AcceptedAt = md.Timestamp.UTC()
 	if m.TTL > 0 {
 		m.ExpiresAt = m.AcceptedAt.Add(m.TTL)
 	}
-	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: eventCampaign(m.Campaign), At: m.AcceptedAt, CallbackURL: m.CallbackURL}); err != nil {
+	accepted := status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: eventCampaign(m.Campaign), At: m.AcceptedAt, CallbackURL: m.CallbackURL}
+	// The common case, a message never seen: "accepted" written on the
+	// condition that the id has no event yet, one round trip. last is then
+	// the sequence of this stage's latest event, so the next one skips its
+	// read too (publish).
+	last, err := s.pub.PublishNext(ctx, accepted, 0)
+	switch {
+	case errors.Is(err, status.ErrNotNext):
+		// The id has events: a redelivery, a release, or the same id sent
+		// again. A message whose status went past "accepted" was handled
+		// already: a redelivery after a crash past the forward (which the
+		// egress stream's dedup window would not catch if the restart took
+		// longer), or the same id sent again after the 24 h dedup window.
+		// Sending it again would be a second SMS.
+		switch prev, err := s.pub.Latest(ctx, m.ID); {
+		case err == nil && prev.Status != status.Accepted && !releasing(msg, prev.Status):
+			s.m.out.WithLabelValues("already_handled").Inc()
+			s.log.Warn("message id already handled; not sent again", "msg_id", m.ID, "status", prev.Status, "deliveries", md.NumDelivered)
+			return consume.Ack()
+		case err != nil && !errors.Is(err, status.ErrNotFound):
+			return s.retry(msg, err)
+		}
+		if err := s.pub.Publish(ctx, accepted); err != nil {
+			return s.retry(msg, err)
+		}
+	case err != nil:
 		return s.retry(msg, err)
 	}
 	m, ferrs := envelope.Prepare(m, s.now(), s.opts.Region, s.opts.MaxChars)
 	if len(ferrs) > 0 {
-		return s.reject(ctx, msg, m, status.ReasonInvalid, joinFieldErrors(ferrs))
+		return s.reject(ctx, msg, m, last, status.ReasonInvalid, joinFieldErrors(ferrs))
 	}
 	if o, held := s.hold(ctx, msg, m); held { // send_at in the future: see schedule.go
 		return o
 	}
 	if !m.ExpiresAt.IsZero() && s.now().After(m.ExpiresAt) {
-		return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Expired, Stage: "policy", Campaign: m.Campaign, Detail: "ttl passed before policy"}, "expired")
+		return s.final(ctx, msg, last, status.Event{ID: m.ID, Status: status.Expired, Stage: "policy", Campaign: m.Campaign, Detail: "ttl passed before policy"}, "expired")
 	}
 	d, err := s.check.Check(ctx, m)
 	if err != nil {
 		return s.retry(msg, err)
 	}
 	if d.Reject != "" {
-		return s.reject(ctx, msg, m, d.Reject, d.Detail)
+		return s.reject(ctx, msg, m, last, d.Reject, d.Detail)
 	}
 	m.Pool = d.Pool
 	data, err := envelope.Encode(m)
@@ -140,16 +152,29 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if err != nil {
 		// Retrying cannot make it fit (or encode): it would come back forever.
 		s.log.Warn("envelope cannot be forwarded", "msg_id", m.ID, "err", err)
-		return s.reject(ctx, msg, m, status.ReasonInvalid, err.Error())
+		return s.reject(ctx, msg, m, last, status.ReasonInvalid, err.Error())
 	}
 	if err := s.forward(ctx, m, data); err != nil {
 		return s.retry(msg, err)
 	}
-	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Queued, Stage: "policy", Campaign: m.Campaign, Pool: m.Pool}); err != nil {
+	if err := s.publish(ctx, last, status.Event{ID: m.ID, Status: status.Queued, Stage: "policy", Campaign: m.Campaign, Pool: m.Pool}); err != nil {
 		return s.retry(msg, err)
 	}
 	s.m.out.WithLabelValues("queued").Inc()
 	return consume.Ack()
+}
+
+// publish writes ev right after the event at sequence last, the one this
+// handler wrote, without reading it back (one round trip); when last is not
+// known (0), or another event landed in between, it takes Publish's careful
+// path (a read, then a compare-and-set).
+func (s *Stage) publish(ctx context.Context, last uint64, ev status.Event) error {
+	if last != 0 {
+		if _, err := s.pub.PublishNext(ctx, ev, last); !errors.Is(err, status.ErrNotNext) {
+			return err
+		}
+	}
+	return s.pub.Publish(ctx, ev)
 }
 
 // maxForwardBytes bounds an encoded envelope on sms.egress.<pool>: SMS_EGRESS
@@ -179,14 +204,14 @@ func (s *Stage) forward(ctx context.Context, m envelope.Message, data []byte) er
 	return nil
 }
 
-func (s *Stage) reject(ctx context.Context, msg jetstream.Msg, m envelope.Message, reason Reason, detail string) consume.Outcome {
-	return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: clip(detail, maxDetail), Stage: "policy", Campaign: eventCampaign(m.Campaign)}, "rejected")
+func (s *Stage) reject(ctx context.Context, msg jetstream.Msg, m envelope.Message, last uint64, reason Reason, detail string) consume.Outcome {
+	return s.final(ctx, msg, last, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: clip(detail, maxDetail), Stage: "policy", Campaign: eventCampaign(m.Campaign)}, "rejected")
 }
 
 // final publishes a terminal status, then acks; a failed publish is retried.
 // It counts the message once it is settled, so a retry does not count twice.
-func (s *Stage) final(ctx context.Context, msg jetstream.Msg, ev status.Event, result string) consume.Outcome {
-	if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+func (s *Stage) final(ctx context.Context, msg jetstream.Msg, last uint64, ev status.Event, result string) consume.Outcome {
+	if err := s.publish(ctx, last, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 		return s.retry(msg, err)
 	}
 	s.m.out.WithLabelValues(result).Inc()

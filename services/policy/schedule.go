@@ -84,7 +84,7 @@ func (s *Stage) hold(ctx context.Context, msg jetstream.Msg, m envelope.Message)
 		err = fmt.Errorf("envelope is %d bytes once encoded, more than %d", len(data), maxForwardBytes)
 	}
 	if err != nil {
-		return s.reject(ctx, msg, m, status.ReasonInvalid, err.Error()), true
+		return s.reject(ctx, msg, m, 0, status.ReasonInvalid, err.Error()), true
 	}
 	if err := s.schedule(ctx, m, data); err != nil {
 		return s.retry(msg, err), true
