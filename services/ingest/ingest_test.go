@@ -52,7 +52,9 @@ func newEnv(t *testing.T, opts Options) env {
 	api.Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return env{ns: ns, js: js, pub: pub, api: api, url: srv.URL, cli: &http.Client{Timeout: 15 * time.Second}}
+	// Generous: a 10,000-message batch under -race on a busy 2-core machine
+	// has taken over 15 s; the server gives its publishes 30 s.
+	return env{ns: ns, js: js, pub: pub, api: api, url: srv.URL, cli: &http.Client{Timeout: time.Minute}}
 }
 
 // response is an answer of the API, its JSON body decoded loosely.
