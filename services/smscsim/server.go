@@ -7,6 +7,7 @@ package smscsim
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,8 @@ type Options struct {
 	Stat      func(dst string) string
 	RespDelay time.Duration // delay before each submit_sm_resp (slow SMSC)
 	Log       *slog.Logger  // nil: discard
+	// TLS, when set, makes the server speak SMPP over TLS with this config (see SelfSignedTLS).
+	TLS *tls.Config
 }
 
 // Submit is one accepted submit_sm, as Server.Submits reports it.
@@ -60,6 +63,13 @@ type Submit struct {
 	ESMClass                uint8
 	ShortMessage            []byte
 	At                      time.Time // when it was accepted (monotonic reading)
+	// Text is the part's text as a handset decodes it on its own (UDH left out, GSM 7-bit or
+	// UCS-2 per data_coding; a cut character pair shows as a wrong or replacement character).
+	Text string
+	// Ref, Total and Seq tie a part of a concatenated message (UDH or SAR TLVs); Total is 0 for
+	// a single message.
+	Ref        int
+	Total, Seq int
 }
 
 // Server is a running SMSC simulator. All methods are safe for concurrent use.
@@ -104,6 +114,9 @@ func Start(opts Options) (*Server, error) {
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("smscsim: listen %s: %w", opts.Listen, err)
+	}
+	if opts.TLS != nil {
+		ln = tls.NewListener(ln, opts.TLS)
 	}
 	s := &Server{
 		opts:       opts,
@@ -331,7 +344,8 @@ func (s *Server) DropConnections() {
 }
 
 // SendMO sends a mobile-originated message from src to dst as a deliver_sm (esm_class 0) to one
-// bound receiver or transceiver session. ASCII text goes as data_coding 0, anything else as UCS2.
+// bound receiver or transceiver session. GSM 03.38 text goes as data_coding 0 (unpacked septets),
+// anything else as UCS2.
 // It returns ErrNoReceiver when no such session is bound or it closes before the write is queued;
 // the message is not kept for a later bind, and its deliver_sm_resp is not awaited.
 func (s *Server) SendMO(src, dst, text string) error {

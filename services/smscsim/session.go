@@ -242,6 +242,7 @@ func (c *session) submit(p pdu.Body) {
 		ESMClass:     fixed(p, pdufield.ESMClass),
 		ShortMessage: append([]byte(nil), fieldBytes(p, pdufield.ShortMessage)...),
 	}
+	sub.Text, sub.Ref, sub.Total, sub.Seq = decodePart(p, sub.ShortMessage, sub.DataCoding, sub.ESMClass)
 	status, sub := s.decide(sub)
 	s.log.Debug("submit", "remote", c.remote, "dst", sub.Dest, "msg_id", sub.MessageID, "status", uint32(status))
 	respond(resp, h.Seq, status)
