@@ -107,7 +107,8 @@ type Link struct {
 	deliver Deliver
 	window  chan struct{} // submits in flight on the whole link: Window x Sessions
 	slots   []*slot
-	bound   atomic.Bool // some session can submit
+	bound   atomic.Bool   // some session can submit
+	ref     atomic.Uint32 // reference of the next long message: consecutive, so 256 in a row differ
 	log     *slog.Logger
 
 	mu      sync.Mutex
@@ -149,6 +150,7 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	l.ref.Store(rand.Uint32())
 	for i := range cfg.Sessions {
 		l.slots = append(l.slots, &slot{n: i + 1, window: make(chan struct{}, cfg.Window), lost: make(chan binder, 1)})
 		if cfg.BindMode == BindTXRX {
@@ -480,7 +482,9 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 		}
 		return Result{IDs: []string{r.RespID()}}, nil
 	}
-	parts := split(codec, l.cfg.Split, uint16(rand.IntN(1<<16)))
+	// The UDH reference has 8 bits: a random one would repeat within a few
+	// dozen long messages to one handset, which would then merge them.
+	parts := split(codec, l.cfg.Split, uint16(l.ref.Add(1)))
 	if parts == nil {
 		return Result{}, &SubmitError{Link: l.cfg.Name, Class: Permanent, Err: ErrTooLong}
 	}
