@@ -2,13 +2,12 @@ package smscsim
 
 import (
 	"encoding/binary"
-	"fmt"
 	"sort"
-	"unicode/utf16"
 
-	"github.com/fiorix/go-smpp/smpp/encoding"
 	"github.com/fiorix/go-smpp/smpp/pdu"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
+
+	"github.com/smsflow/smsflow/pkg/smpplink"
 )
 
 // Message is a text as the SMSC received it: one submit, or the parts of a concatenated message
@@ -23,67 +22,18 @@ type Message struct {
 // and reads its concatenation: a UDH (8- or 16-bit reference) when esm_class has UDHI, else the
 // SAR TLVs. total is 0 for a message that is not a part.
 func decodePart(p pdu.Body, sm []byte, dataCoding, esmClass uint8) (text string, ref, total, seq int) {
-	if esmClass&0x40 != 0 && len(sm) > 0 {
-		udhl := int(sm[0])
-		if udhl+1 > len(sm) {
-			return "", 0, 0, 0
-		}
-		ref, total, seq = concatIE(sm[1 : udhl+1])
-		sm = sm[udhl+1:]
+	var c smpplink.Concat
+	if esmClass&0x40 != 0 {
+		c, sm = smpplink.CutUDH(sm)
 	} else if t := p.TLVFields(); t != nil {
 		r, okR := t[pdutlv.TagSarMsgRefNum]
 		n, okN := t[pdutlv.TagSarTotalSegments]
 		q, okQ := t[pdutlv.TagSarSegmentSeqnum]
 		if okR && okN && okQ && r != nil && n != nil && q != nil && len(r.Bytes()) == 2 && len(n.Bytes()) == 1 && len(q.Bytes()) == 1 {
-			ref, total, seq = int(binary.BigEndian.Uint16(r.Bytes())), int(n.Bytes()[0]), int(q.Bytes()[0])
+			c = smpplink.Concat{Ref: int(binary.BigEndian.Uint16(r.Bytes())), Total: int(n.Bytes()[0]), Seq: int(q.Bytes()[0])}
 		}
 	}
-	return decodeText(sm, dataCoding), ref, total, seq
-}
-
-// concatIE finds the concatenation information element in a UDH: IEI 0x00 (8-bit reference) or
-// 0x08 (16-bit).
-func concatIE(udh []byte) (ref, total, seq int) {
-	for i := 0; i+1 < len(udh); {
-		iei, l := udh[i], int(udh[i+1])
-		d := udh[i+2:]
-		if l > len(d) {
-			return 0, 0, 0
-		}
-		d = d[:l]
-		switch {
-		case iei == 0x00 && l == 3:
-			return int(d[0]), int(d[1]), int(d[2])
-		case iei == 0x08 && l == 4:
-			return int(binary.BigEndian.Uint16(d)), int(d[2]), int(d[3])
-		}
-		i += 2 + l
-	}
-	return 0, 0, 0
-}
-
-// decodeText decodes a short_message body: data_coding 8 as UCS-2 (UTF-16BE, a lone surrogate
-// becomes U+FFFD), 0 as unpacked GSM 03.38 septets, anything else as Latin-1.
-func decodeText(b []byte, dataCoding uint8) string {
-	switch dataCoding {
-	case 0x08:
-		u := make([]uint16, 0, len(b)/2)
-		for i := 0; i+1 < len(b); i += 2 {
-			u = append(u, binary.BigEndian.Uint16(b[i:]))
-		}
-		return string(utf16.Decode(u))
-	case 0x00:
-		out, err := encoding.GSM7(false).NewDecoder().Bytes(b)
-		if err != nil {
-			return fmt.Sprintf("<bad gsm7: %v>", err)
-		}
-		return string(out)
-	}
-	r := make([]rune, len(b))
-	for i, c := range b {
-		r[i] = rune(c)
-	}
-	return string(r)
+	return smpplink.DecodeText(sm, dataCoding), c.Ref, c.Total, c.Seq
 }
 
 // Messages returns every text the server accepted, concatenated messages put back together from
