@@ -76,6 +76,14 @@ type Link struct {
 	Window      int           `koanf:"window"` // submits in flight
 	RespTimeout time.Duration `koanf:"resp_timeout"`
 	SourceAddr  string        `koanf:"source_addr"`
+	// SMPP depth (issue 5): several binds, the bind type, TLS, long messages.
+	Sessions              int           `koanf:"sessions"`     // binds kept, each with its own window; 0: 1
+	BindMode              string        `koanf:"bind_mode"`    // "trx" (transceiver, also when "") or "tx_rx" (transmitter + receiver)
+	EnquireLink           time.Duration `koanf:"enquire_link"` // 0: 10s
+	TLS                   bool          `koanf:"tls"`
+	TLSCA                 string        `koanf:"tls_ca"` // PEM file of the CA to trust; "": the system roots
+	TLSInsecureSkipVerify bool          `koanf:"tls_insecure_skip_verify"`
+	Split                 string        `koanf:"split"` // "udh" (also when "") or "sar": how long-message parts are tied
 }
 
 // Pool is a group of links that messages are routed to.

@@ -92,6 +92,15 @@ func (c Config) validateLink(v *validator, name string, l Link) {
 	v.atLeast(key+".burst", int64(l.Burst), 1)
 	v.atLeast(key+".window", int64(l.Window), 1)
 	v.positive(key+".resp_timeout", l.RespTimeout)
+	v.atLeast(key+".sessions", int64(l.Sessions), 0)
+	v.oneOf(key+".bind_mode", l.BindMode, "", "trx", "tx_rx")
+	v.oneOf(key+".split", l.Split, "", "udh", "sar")
+	if l.EnquireLink != 0 {
+		v.atLeastDuration(key+".enquire_link", l.EnquireLink, 10*time.Second) // go-smpp's minimum
+	}
+	if !l.TLS && (l.TLSCA != "" || l.TLSInsecureSkipVerify) {
+		v.addf("%s: tls_ca and tls_insecure_skip_verify need tls = true", key)
+	}
 }
 
 func (c Config) validatePools(v *validator) {

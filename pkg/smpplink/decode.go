@@ -5,6 +5,9 @@ import (
 	"unicode/utf16"
 
 	"github.com/fiorix/go-smpp/smpp/encoding"
+	"github.com/fiorix/go-smpp/smpp/pdu"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 )
 
 // DecodeText decodes a short_message body (UDH already removed) by its
@@ -42,7 +45,49 @@ func DecodeText(b []byte, dataCoding uint8) string {
 
 // Concat is the concatenation of one part of a long message.
 type Concat struct {
-	Ref, Total, Seq int
+	Ref   int `json:"ref"`
+	Total int `json:"total"`
+	Seq   int `json:"seq"`
+}
+
+// DecodeShortMessage decodes the text of a submit_sm or deliver_sm (its
+// short_message, or message_payload when that is empty) by its data_coding,
+// and reads its concatenation: the UDH when esm_class has UDHI, else the SAR
+// TLVs. Concat is zero for a message that is not a part.
+func DecodeShortMessage(p pdu.Body) (string, Concat) {
+	f := p.Fields()
+	var sm []byte
+	var dcs, esm uint8
+	if v := f[pdufield.ShortMessage]; v != nil {
+		sm = v.Bytes()
+	}
+	if v := f[pdufield.DataCoding]; v != nil && len(v.Bytes()) > 0 {
+		dcs = v.Bytes()[0]
+	}
+	if v := f[pdufield.ESMClass]; v != nil && len(v.Bytes()) > 0 {
+		esm = v.Bytes()[0]
+	}
+	t := p.TLVFields()
+	if v, ok := t[pdutlv.TagMessagePayload]; ok && v != nil && len(sm) == 0 {
+		sm = v.Bytes()
+	}
+	var c Concat
+	if esm&esmUDHI != 0 {
+		c, sm = CutUDH(sm)
+	} else {
+		r, n, q := tlvBytes(t, pdutlv.TagSarMsgRefNum), tlvBytes(t, pdutlv.TagSarTotalSegments), tlvBytes(t, pdutlv.TagSarSegmentSeqnum)
+		if len(r) == 2 && len(n) == 1 && len(q) == 1 {
+			c = Concat{Ref: int(binary.BigEndian.Uint16(r)), Total: int(n[0]), Seq: int(q[0])}
+		}
+	}
+	return DecodeText(sm, dcs), c
+}
+
+func tlvBytes(t pdutlv.Map, tag pdutlv.Tag) []byte {
+	if v, ok := t[tag]; ok && v != nil {
+		return v.Bytes()
+	}
+	return nil
 }
 
 // CutUDH separates a short_message with a UDH (esm_class 0x40) into the

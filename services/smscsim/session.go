@@ -12,6 +12,8 @@ import (
 
 	"github.com/fiorix/go-smpp/smpp/pdu"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
+
+	"github.com/smsflow/smsflow/pkg/smpplink"
 )
 
 // SMPP 3.4 command_status values the simulator answers with.
@@ -242,7 +244,8 @@ func (c *session) submit(p pdu.Body) {
 		ESMClass:     fixed(p, pdufield.ESMClass),
 		ShortMessage: append([]byte(nil), fieldBytes(p, pdufield.ShortMessage)...),
 	}
-	sub.Text, sub.Ref, sub.Total, sub.Seq = decodePart(p, sub.ShortMessage, sub.DataCoding, sub.ESMClass)
+	text, part := smpplink.DecodeShortMessage(p)
+	sub.Text, sub.Ref, sub.Total, sub.Seq = text, part.Ref, part.Total, part.Seq
 	status, sub := s.decide(sub)
 	s.log.Debug("submit", "remote", c.remote, "dst", sub.Dest, "msg_id", sub.MessageID, "status", uint32(status))
 	respond(resp, h.Seq, status)

@@ -1,14 +1,6 @@
 package smscsim
 
-import (
-	"encoding/binary"
-	"sort"
-
-	"github.com/fiorix/go-smpp/smpp/pdu"
-	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
-
-	"github.com/smsflow/smsflow/pkg/smpplink"
-)
+import "sort"
 
 // Message is a text as the SMSC received it: one submit, or the parts of a concatenated message
 // put back together in part order.
@@ -16,24 +8,6 @@ type Message struct {
 	Source, Dest string
 	Text         string
 	Parts        int
-}
-
-// decodePart decodes one submit_sm's short_message the way a handset decodes a part on its own,
-// and reads its concatenation: a UDH (8- or 16-bit reference) when esm_class has UDHI, else the
-// SAR TLVs. total is 0 for a message that is not a part.
-func decodePart(p pdu.Body, sm []byte, dataCoding, esmClass uint8) (text string, ref, total, seq int) {
-	var c smpplink.Concat
-	if esmClass&0x40 != 0 {
-		c, sm = smpplink.CutUDH(sm)
-	} else if t := p.TLVFields(); t != nil {
-		r, okR := t[pdutlv.TagSarMsgRefNum]
-		n, okN := t[pdutlv.TagSarTotalSegments]
-		q, okQ := t[pdutlv.TagSarSegmentSeqnum]
-		if okR && okN && okQ && r != nil && n != nil && q != nil && len(r.Bytes()) == 2 && len(n.Bytes()) == 1 && len(q.Bytes()) == 1 {
-			c = smpplink.Concat{Ref: int(binary.BigEndian.Uint16(r.Bytes())), Total: int(n.Bytes()[0]), Seq: int(q.Bytes()[0])}
-		}
-	}
-	return smpplink.DecodeText(sm, dataCoding), c.Ref, c.Total, c.Seq
 }
 
 // Messages returns every text the server accepted, concatenated messages put back together from

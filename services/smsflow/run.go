@@ -156,7 +156,11 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		g.Go(func() error { return pol.Run(gctx) })
 	}
 	if stages["egress"] {
-		eg = egress.New(b.JS, pub, linkOptions(cfg), egress.Options{
+		los, err := linkOptions(cfg)
+		if err != nil {
+			return err
+		}
+		eg = egress.New(b.JS, pub, los, egress.Options{
 			MaxAttempts: cfg.Egress.MaxAttempts, BackoffMin: cfg.Egress.BackoffMin,
 			BackoffMax: cfg.Egress.BackoffMax, Grace: cfg.Egress.ShutdownGrace,
 		}, log.With("stage", "egress"), egress.NewMetrics(reg))
@@ -242,7 +246,7 @@ func readyz(b *broker.Broker, eg *egress.Stage, needLink bool) http.HandlerFunc 
 	}
 }
 
-func linkOptions(cfg config.Config) []egress.LinkOptions {
+func linkOptions(cfg config.Config) ([]egress.LinkOptions, error) {
 	var out []egress.LinkOptions
 	for _, pool := range sortedKeys(cfg.Pools) {
 		for _, name := range cfg.Pools[pool].Links {
@@ -252,9 +256,19 @@ func linkOptions(cfg config.Config) []egress.LinkOptions {
 				SMPP: smpplink.Config{Name: name, Addr: l.Address, SystemID: l.SystemID, Password: l.Password.Reveal(),
 					SystemType: l.SystemType, Window: l.Window, RespTimeout: l.RespTimeout},
 			})
+			// Issue 5's SMPP keys.
+			c := &out[len(out)-1].SMPP
+			c.Sessions, c.BindMode, c.Split, c.EnquireLink = l.Sessions, smpplink.BindMode(l.BindMode), smpplink.Split(l.Split), l.EnquireLink
+			if l.TLS {
+				t, err := smpplink.TLSConfig(l.Address, l.TLSCA, l.TLSInsecureSkipVerify)
+				if err != nil {
+					return nil, fmt.Errorf("links.%s: %w", name, err)
+				}
+				c.TLS = t
+			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 func poolPrefixes(cfg config.Config) map[string][]string {
