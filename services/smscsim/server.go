@@ -52,6 +52,10 @@ type Options struct {
 	Stat      func(dst string) string
 	RespDelay time.Duration // delay before each submit_sm_resp (slow SMSC)
 	Log       *slog.Logger  // nil: discard
+	// DropEvery, when > 0, drops every connection (as DropConnections) right after each
+	// DropEvery-th accepted submit, whose submit_sm_resp is never sent: the client cannot know
+	// that the SMSC has it. Drops counts them.
+	DropEvery int
 	// TLS, when set, makes the server speak SMPP over TLS with this config (see SelfSignedTLS).
 	TLS *tls.Config
 }
@@ -100,6 +104,7 @@ type Server struct {
 	pending    map[string]*receipt // ready receipts not yet acknowledged, by message id
 	order      uint64
 	acked      int
+	drops      int
 }
 
 // Start listens on opts.Listen and serves in background goroutines until Close.
@@ -320,6 +325,31 @@ func (s *Server) Binds() int {
 		if c.bound {
 			n++
 		}
+	}
+	return n
+}
+
+// Drops is how many times DropEvery dropped the connections.
+func (s *Server) Drops() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops
+}
+
+// Duplicates is how many accepted submits repeat an earlier one: the same destination, source,
+// data_coding and decoded text, and for a part the same part number and count (a long message
+// sent again gets a new reference, so the reference is left out).
+func (s *Server) Duplicates() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]bool, len(s.submits))
+	n := 0
+	for _, sub := range s.submits {
+		k := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00%d/%d", sub.Dest, sub.Source, sub.DataCoding, sub.Text, sub.Seq, sub.Total)
+		if seen[k] {
+			n++
+		}
+		seen[k] = true
 	}
 	return n
 }
