@@ -1,0 +1,61 @@
+package egress
+
+import (
+	"testing"
+	"time"
+
+	"github.com/smsflow/smsflow/pkg/natstest"
+	"github.com/smsflow/smsflow/pkg/smpplink"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/services/smscsim"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// A link whose SMSC is away takes nothing from the stream: its messages wait
+// there, not a single attempt spent, and go out once each when it is back.
+// The link is two tx_rx sessions (a transmitter and a receiver each), so the
+// receipts come back on receivers and are all stored.
+func TestALinkThatIsDownLeavesItsMessagesInTheStreamUntilItIsBack(t *testing.T) {
+	const n = 100
+	e := newEnv(t, smscsim.Options{})
+	addr := e.sim.Addr()
+	if err := e.sim.Close(); err != nil { // the SMSC is down before the link starts
+		t.Fatal(err)
+	}
+	lo := e.linkOpts(200, 20, 3)
+	lo.SMPP.Sessions, lo.SMPP.BindMode = 2, smpplink.BindTXRX
+	r := e.run(lo, fastRetries(3))
+	e.publish(0, n, nil)
+
+	time.Sleep(2 * time.Second) // the outage: a few rebind attempts fail meanwhile
+	if got := e.streamMsgs(streams.Egress); got != n {
+		t.Fatalf("SMS_EGRESS holds %d messages during the outage, want all %d", got, n)
+	}
+	if got := e.streamMsgs(streams.Status); got != 0 {
+		t.Fatalf("%d status events during the outage, want 0: no message may be touched", got)
+	}
+
+	back, err := smscsim.Start(smscsim.Options{Listen: addr, SystemID: user, Password: passwd})
+	if err != nil {
+		t.Fatalf("restart the simulator on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = back.Close() })
+	natstest.Eventually(t, 2*wait, "want 4 binds (2 transmitters, 2 receivers)", func() bool { return back.Binds() == 4 })
+	natstest.Eventually(t, 2*wait, "want every message accepted", func() bool { return back.Accepted() >= n })
+	natstest.Eventually(t, wait, "want SMS_EGRESS empty", func() bool { return e.streamMsgs(streams.Egress) == 0 })
+	natstest.Eventually(t, wait, "want every receipt stored and acknowledged", func() bool {
+		return back.ReceiptsAcked() == n && e.streamMsgs(streams.DLR) == n
+	})
+	for i := range n {
+		if got := back.AcceptedTo(simDst(i)); got != 1 {
+			t.Fatalf("%s accepted %d times, want 1", msgID(i), got)
+		}
+		h := e.history(msgID(i))
+		if len(h) != 1 || h[0].Status != status.Submitted || h[0].Attempt != 1 {
+			t.Fatalf("%s history %+v, want one submitted event on attempt 1", msgID(i), h)
+		}
+	}
+	if got := r.count(r.m.receipts, lo.Name); got != n {
+		t.Fatalf("receipts_stored_total = %v, want %d", got, n)
+	}
+}
