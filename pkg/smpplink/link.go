@@ -1,6 +1,8 @@
-// Package smpplink is one SMPP link to an SMSC: a go-smpp transceiver bind
-// with a window of in-flight submits, a configured response timeout, bind
-// state, and submit errors classified once, where SMPP meets the pipeline.
+// Package smpplink is one SMPP link to an SMSC: one or more sessions, each a
+// go-smpp transceiver, or a transmitter and a receiver, over TCP or TLS, with
+// a window of in-flight submits per session, a configured response timeout,
+// bind state, texts encoded (GSM 03.38 or UCS-2) and split (UDH or SAR), and
+// submit errors classified once, where SMPP meets the pipeline.
 package smpplink
 
 import (
@@ -94,9 +96,11 @@ func ParseBindMode(s string) (BindMode, error) {
 // since every submit_sm_resp of the link waits behind it.
 type Deliver func(p pdu.Body)
 
-// Link is a bound (or binding) SMPP session. Safe for concurrent use.
+// Link is an SMPP link of Sessions binds (two each in tx_rx mode), each
+// bound (or binding) on its own. Safe for concurrent use. A submit goes to
+// the bound session with the fewest in flight.
 //
-// The link reconnects by itself, but not with go-smpp's reconnect: in the
+// Every bind reconnects by itself, but not with go-smpp's reconnect: in the
 // pinned version, client.Bind replaces its inbox channel on each reconnect
 // while the previous session's reader may still read it (a data race). So
 // go-smpp's own retry is parked (BindInterval of a day) and, on any status
