@@ -1,9 +1,11 @@
 package egress
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/smsflow/smsflow/pkg/linkstate"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
@@ -34,6 +36,7 @@ func TestALinkThatIsDownLeavesItsMessagesInTheStreamUntilItIsBack(t *testing.T) 
 	if got := e.streamMsgs(streams.Status); got != 0 {
 		t.Fatalf("%d status events during the outage, want 0: no message may be touched", got)
 	}
+	natstest.Eventually(t, wait, "want sms_links to report 0 of 4 binds up", func() bool { return e.binds(link) == [2]int{0, 4} })
 
 	back, err := smscsim.Start(smscsim.Options{Listen: addr, SystemID: user, Password: passwd})
 	if err != nil {
@@ -42,6 +45,7 @@ func TestALinkThatIsDownLeavesItsMessagesInTheStreamUntilItIsBack(t *testing.T) 
 	t.Cleanup(func() { _ = back.Close() })
 	natstest.Eventually(t, 2*wait, "want 4 binds (2 transmitters, 2 receivers)", func() bool { return back.Binds() == 4 })
 	natstest.Eventually(t, 2*wait, "want every message accepted", func() bool { return back.Accepted() >= n })
+	natstest.Eventually(t, wait, "want sms_links to report 4 of 4 binds up", func() bool { return e.binds(link) == [2]int{4, 4} })
 	natstest.Eventually(t, wait, "want SMS_EGRESS empty", func() bool { return e.streamMsgs(streams.Egress) == 0 })
 	natstest.Eventually(t, wait, "want every receipt stored and acknowledged", func() bool {
 		return back.ReceiptsAcked() == n && e.streamMsgs(streams.DLR) == n
@@ -58,4 +62,26 @@ func TestALinkThatIsDownLeavesItsMessagesInTheStreamUntilItIsBack(t *testing.T) 
 	if got := r.count(r.m.receipts, lo.Name); got != n {
 		t.Fatalf("receipts_stored_total = %v, want %d", got, n)
 	}
+}
+
+// binds is the link's binds up and wanted as this instance last reported
+// them in sms_links; {-1, -1} when there is no report.
+func (e *env) binds(name string) [2]int {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	views, err := linkstate.List(ctx, kv, time.Now())
+	if err != nil {
+		return [2]int{-1, -1}
+	}
+	for _, v := range views {
+		if v.Link == name && len(v.Instances) == 1 {
+			return [2]int{v.Instances[0].Binds, v.Instances[0].BindsWanted}
+		}
+	}
+	return [2]int{-1, -1}
 }
