@@ -25,15 +25,16 @@ var defaultTOML []byte
 // Config is the whole configuration. Field tags are the TOML keys; the
 // environment uses the same keys (see Load).
 type Config struct {
-	NATS     NATS            `koanf:"nats"`
-	HTTP     HTTP            `koanf:"http"`
-	SMSCSim  SMSCSim         `koanf:"smsc_sim"`
-	Links    map[string]Link `koanf:"links"`
-	Pools    map[string]Pool `koanf:"pools"`
-	Policy   Policy          `koanf:"policy"`
-	Egress   Egress          `koanf:"egress"`
-	Receipts Receipts        `koanf:"receipts"`
-	Log      Log             `koanf:"log"`
+	NATS      NATS            `koanf:"nats"`
+	HTTP      HTTP            `koanf:"http"`
+	SMSCSim   SMSCSim         `koanf:"smsc_sim"`
+	Links     map[string]Link `koanf:"links"`
+	Pools     map[string]Pool `koanf:"pools"`
+	Policy    Policy          `koanf:"policy"`
+	Egress    Egress          `koanf:"egress"`
+	Receipts  Receipts        `koanf:"receipts"`
+	Log       Log             `koanf:"log"`
+	Blacklist Blacklist       `koanf:"blacklist"`
 }
 
 // NATS says where the broker is: an embedded server (URL empty) listening on
@@ -76,6 +77,11 @@ type Link struct {
 	Window      int           `koanf:"window"` // submits in flight
 	RespTimeout time.Duration `koanf:"resp_timeout"`
 	SourceAddr  string        `koanf:"source_addr"`
+	Price       float64       `koanf:"price"` // cost of one submitted part, for the dashboard; 0: not priced
+	// How the SMSC writes message ids in submit_sm_resp and in receipts:
+	// "text" (default, ""), "decimal" or "hex" (see dlr.CanonicalID).
+	RespIDForm    string `koanf:"resp_id_form"`
+	ReceiptIDForm string `koanf:"receipt_id_form"`
 	// SMPP depth (issue 5): several binds, the bind type, TLS, long messages.
 	Sessions              int           `koanf:"sessions"`     // binds kept, each with its own window; 0: 1
 	BindMode              string        `koanf:"bind_mode"`    // "trx" (transceiver, also when "") or "tx_rx" (transmitter + receiver)
@@ -109,7 +115,17 @@ type Egress struct {
 
 // Receipts configures the receipts stage.
 type Receipts struct {
-	OrphanAfter time.Duration `koanf:"orphan_after"`
+	OrphanAfter    time.Duration `koanf:"orphan_after"`
+	ReceiptTimeout time.Duration `koanf:"receipt_timeout"` // submitted with no final receipt this long: expired (no_receipt)
+}
+
+// Blacklist configures the blacklist (pkg/blacklist): list files, an Object
+// Store bucket of lists, and runtime decisions in KV bucket sms_blacklist.
+// Numbers in lists without a + are read in policy.default_region.
+type Blacklist struct {
+	Files        []string      `koanf:"files"`         // list files, re-read when they change
+	ObjectBucket string        `koanf:"object_bucket"` // "": no Object Store lists
+	PollInterval time.Duration `koanf:"poll_interval"` // how often files are checked
 }
 
 // Log configures the logger.

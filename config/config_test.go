@@ -44,11 +44,21 @@ func TestLoad(t *testing.T) {
 					Pools:    map[string]Pool{"default": {Links: []string{"sim1"}, Prefixes: []string{}}},
 					Policy:   Policy{DefaultPool: "default", MaxTextChars: 1600},
 					Egress:   Egress{MaxAttempts: 10, BackoffMin: 500 * time.Millisecond, BackoffMax: time.Minute, ShutdownGrace: 10 * time.Second},
-					Receipts: Receipts{OrphanAfter: 10 * time.Minute},
+					Receipts: Receipts{OrphanAfter: 10 * time.Minute, ReceiptTimeout: 48 * time.Hour},
 					Log:      Log{Level: "info", Format: "text"},
 				}
+				want.Blacklist = Blacklist{Files: []string{}, ObjectBucket: "sms_blacklist", PollInterval: 2 * time.Second}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got  %#v\nwant %#v", c.Redacted(), want.Redacted())
+				}
+			},
+		},
+		{
+			name: "a link price comes from the environment as a decimal",
+			env:  []string{"SMSFLOW_LINKS__SIM1__PRICE=0.035"},
+			check: func(t *testing.T, c Config) {
+				if got := c.Links["sim1"].Price; got != 0.035 {
+					t.Errorf("links.sim1.price = %v, want 0.035", got)
 				}
 			},
 		},
@@ -221,6 +231,11 @@ func TestLoadReportsEveryBadKeyBySource(t *testing.T) {
 			name: "a word where a number belongs is named with its source",
 			file: "[links.sim1]\nrate = \"fast\"\n",
 			want: []string{`links.sim1.rate: must be a whole number, got "fast" (in `},
+		},
+		{
+			name: "a word where a price belongs is named with its source",
+			env:  []string{"SMSFLOW_LINKS__SIM1__PRICE=cheap"},
+			want: []string{`links.sim1.price: must be a number, got "cheap" (from SMSFLOW_LINKS__SIM1__PRICE)`},
 		},
 		{
 			name: "a bad environment value names its variable",

@@ -163,6 +163,8 @@ func want(t reflect.Type) string {
 		return "true or false"
 	case isInt(t.Kind()):
 		return "a whole number"
+	case t.Kind() == reflect.Float64:
+		return "a number"
 	case t.Kind() == reflect.Slice:
 		return "a list of strings"
 	}

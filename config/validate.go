@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -48,6 +49,8 @@ func (c Config) Validate() error {
 	}
 	v.atLeastDuration("egress.shutdown_grace", c.Egress.ShutdownGrace, 0)
 	v.positive("receipts.orphan_after", c.Receipts.OrphanAfter)
+	c.validateReceiptTimeout(v)
+	c.validateBlacklist(v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	return errors.Join(v.errs...)
@@ -92,6 +95,10 @@ func (c Config) validateLink(v *validator, name string, l Link) {
 	v.atLeast(key+".burst", int64(l.Burst), 1)
 	v.atLeast(key+".window", int64(l.Window), 1)
 	v.positive(key+".resp_timeout", l.RespTimeout)
+	if !(l.Price >= 0) || math.IsInf(l.Price, 1) {
+		v.addf("%s.price: must be a number >= 0, got %v", key, l.Price)
+	}
+	validateIDForms(v, key, l)
 	v.atLeast(key+".sessions", int64(l.Sessions), 0)
 	v.oneOf(key+".bind_mode", l.BindMode, "", "trx", "tx_rx")
 	v.oneOf(key+".split", l.Split, "", "udh", "sar")
@@ -100,6 +107,32 @@ func (c Config) validateLink(v *validator, name string, l Link) {
 	}
 	if !l.TLS && (l.TLSCA != "" || l.TLSInsecureSkipVerify) {
 		v.addf("%s: tls_ca and tls_insecure_skip_verify need tls = true", key)
+	}
+}
+
+// validateIDForms checks a link's SMSC id forms: each text, decimal or hex,
+// and both numeric or both text, since a number never matches a text id.
+func validateIDForms(v *validator, key string, l Link) {
+	numeric := func(f string) bool { return f == "decimal" || f == "hex" }
+	for _, f := range [][2]string{{".resp_id_form", l.RespIDForm}, {".receipt_id_form", l.ReceiptIDForm}} {
+		if f[1] != "" {
+			v.oneOf(key+f[0], f[1], "text", "decimal", "hex")
+		}
+	}
+	if numeric(l.RespIDForm) != numeric(l.ReceiptIDForm) {
+		v.addf("%s.receipt_id_form: must be decimal or hex when resp_id_form is, and text when it is text (got %q and %q)",
+			key, l.RespIDForm, l.ReceiptIDForm)
+	}
+}
+
+// maxReceiptTimeout keeps a receipt timeout inside SMS_RECEIPT_TIMERS's
+// max_age (7 days): its schedule must fire before the stream drops it.
+const maxReceiptTimeout = 6 * 24 * time.Hour
+
+func (c Config) validateReceiptTimeout(v *validator) {
+	v.positive("receipts.receipt_timeout", c.Receipts.ReceiptTimeout)
+	if c.Receipts.ReceiptTimeout > maxReceiptTimeout {
+		v.addf("receipts.receipt_timeout: must be at most %s (the timers stream keeps 7 days), got %s", maxReceiptTimeout, c.Receipts.ReceiptTimeout)
 	}
 }
 
@@ -156,6 +189,19 @@ func (c Config) validatePolicy(v *validator) {
 		v.addf("policy.default_region: must be \"\" or a two-letter upper-case region like \"CZ\", got %q", shorten(p.DefaultRegion))
 	}
 	v.atLeast("policy.max_text_chars", int64(p.MaxTextChars), 1)
+}
+
+func (c Config) validateBlacklist(v *validator) {
+	b := c.Blacklist
+	for i, f := range b.Files {
+		if strings.TrimSpace(f) == "" {
+			v.addf("blacklist.files: entry %d is empty", i+1)
+		}
+	}
+	if b.ObjectBucket != "" {
+		v.name("blacklist.object_bucket", b.ObjectBucket)
+	}
+	v.positive("blacklist.poll_interval", b.PollInterval)
 }
 
 // validator collects errors; each helper takes the full key it reports.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,6 +47,8 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"a link burst must be positive", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Burst = -5 }) }, "links.sim1.burst: must be > 0, got -5"},
 		{"a link window must be positive", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Window = -1 }) }, "links.sim1.window: must be > 0, got -1"},
 		{"a link resp_timeout must be positive", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.RespTimeout = -time.Second }) }, "links.sim1.resp_timeout: must be > 0, got -1s"},
+		{"a link price must not be negative", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Price = -0.01 }) }, "links.sim1.price: must be a number >= 0, got -0.01"},
+		{"a link price must be a number", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.Price = math.NaN() }) }, "links.sim1.price: must be a number >= 0, got NaN"},
 		{"a link name must fit a NATS subject", func(c *Config) { c.Links["cz.1"] = c.Links["sim1"] }, `links.cz.1: name "cz.1" must be letters, digits, '-' and '_' only`},
 		{"a pool name must fit a NATS subject", func(c *Config) { c.Pools["a b"] = Pool{Links: []string{"x"}} }, `pools.a b: name "a b" must be letters`},
 		{"a pool needs a link", func(c *Config) { c.Pools["default"] = Pool{} }, "pools.default.links: must name at least one link"},
@@ -66,8 +69,18 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"the backoff does not shrink", func(c *Config) { c.Egress.BackoffMax = -time.Second }, "egress.backoff_max: must be >= egress.backoff_min (500ms), got -1s"},
 		{"the shutdown grace is not negative", func(c *Config) { c.Egress.ShutdownGrace = -1 }, "egress.shutdown_grace: must be >= 0s, got -1ns"},
 		{"orphans are given some time", func(c *Config) { c.Receipts.OrphanAfter = 0 }, "receipts.orphan_after: must be > 0, got 0s"},
+		{"a receipt timeout is positive", func(c *Config) { c.Receipts.ReceiptTimeout = 0 }, "receipts.receipt_timeout: must be > 0, got 0s"},
+		{"a receipt timeout fires before its timer ages out", func(c *Config) { c.Receipts.ReceiptTimeout = 7 * 24 * time.Hour },
+			"receipts.receipt_timeout: must be at most 144h0m0s (the timers stream keeps 7 days), got 168h0m0s"},
+		{"an id form is a known one", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.RespIDForm = "octal" }) },
+			`links.sim1.resp_id_form: must be one of text, decimal, hex; got "octal"`},
+		{"a numeric id form on one side needs one on the other", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.ReceiptIDForm = "decimal" }) },
+			`links.sim1.receipt_id_form: must be decimal or hex when resp_id_form is, and text when it is text (got "" and "decimal")`},
 		{"the log level is a known one", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error; got "verbose"`},
 		{"the log format is a known one", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json; got "xml"`},
+		{"blacklist files are checked now and then", func(c *Config) { c.Blacklist.PollInterval = 0 }, "blacklist.poll_interval: must be > 0, got 0s"},
+		{"a blacklist file has a path", func(c *Config) { c.Blacklist.Files = []string{"a.txt", " "} }, "blacklist.files: entry 2 is empty"},
+		{"the blacklist object bucket is a bucket name", func(c *Config) { c.Blacklist.ObjectBucket = "a.b" }, `blacklist.object_bucket: name "a.b" must be letters`},
 	}
 
 	// Each rule alone.

@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-//go:embed *.json consumers/*.json kv/*.json
+//go:embed *.json consumers/*.json kv/*.json objects/*.json
 var files embed.FS
 
 // Stream names, the contract of DESIGN.md.
@@ -31,6 +31,8 @@ const (
 	Status   = "SMS_STATUS"
 	DLR      = "SMS_DLR"
 	Inbound  = "SMS_INBOUND"
+
+	ReceiptTimers = "SMS_RECEIPT_TIMERS" // receipt timeouts, as message schedules
 )
 
 // KV bucket names.
@@ -39,12 +41,24 @@ const (
 	BucketStatus   = "sms_status"
 	BucketPacing   = "sms_pacing"
 	BucketLinks    = "sms_links"
+
+	BucketReceiptParts = "sms_receipt_parts" // final receipt of each part of a long message
+)
+
+// Blacklist buckets: runtime decisions (KV) and list files (Object Store).
+const (
+	BucketBlacklist       = "sms_blacklist"
+	ObjectBucketBlacklist = "sms_blacklist"
 )
 
 // Consumer durable names.
 const (
 	ConsumerPolicy   = "policy"
 	ConsumerReceipts = "receipts"
+
+	ConsumerReceiptTimers   = "receipt-timers"   // on SMS_STATUS: a timeout per submitted message
+	ConsumerReceiptTimeouts = "receipt-timeouts" // on SMS_RECEIPT_TIMERS: the timeouts that fired
+	ConsumerReceiptRechecks = "receipt-rechecks" // on SMS_RECEIPT_TIMERS: parked receipts, due again
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -81,6 +95,25 @@ func Buckets() ([]jetstream.KeyValueConfig, error) {
 	for _, e := range names {
 		var c jetstream.KeyValueConfig
 		if err := decode(path.Join("kv", e.Name()), &c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bucket < out[j].Bucket })
+	return out, nil
+}
+
+// ObjectStores returns every embedded Object Store bucket definition,
+// sorted by name.
+func ObjectStores() ([]jetstream.ObjectStoreConfig, error) {
+	names, err := files.ReadDir("objects")
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.ObjectStoreConfig
+	for _, e := range names {
+		var c jetstream.ObjectStoreConfig
+		if err := decode(path.Join("objects", e.Name()), &c); err != nil {
 			return nil, err
 		}
 		out = append(out, c)
@@ -145,7 +178,7 @@ func decode(name string, v any) error {
 	return nil
 }
 
-// Apply creates or updates every stream and KV bucket, and the durable
+// Apply creates or updates every stream, KV and Object Store bucket, and the durable
 // consumers of the policy and receipts stages and of each pool. It is safe to
 // call from every instance at every start.
 func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
@@ -167,7 +200,18 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 			return fmt.Errorf("kv %s: %w", c.Bucket, err)
 		}
 	}
-	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts}} {
+	objs, err := ObjectStores()
+	if err != nil {
+		return err
+	}
+	for _, c := range objs {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, c); err != nil {
+			return fmt.Errorf("object store %s: %w", c.Bucket, err)
+		}
+	}
+	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
+		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
+		{ReceiptTimers, ConsumerReceiptRechecks}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err
@@ -189,3 +233,7 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	}
 	return nil
 }
+
+// ScheduledSubject is where a message with a future send_at waits, as a
+// message schedule of SMS_OUTBOUND that the server releases to sms.outbound.
+func ScheduledSubject(id string) string { return "sms.scheduled." + id }

@@ -22,7 +22,8 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true}
+	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true,
+		streams.ReceiptTimers: true}
 	for _, c := range ss {
 		if !want[c.Name] {
 			t.Errorf("unexpected stream %s", c.Name)
@@ -57,9 +58,14 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if ei, _ := eg.Info(ctx); ei.Config.Retention != jetstream.WorkQueuePolicy {
 		t.Errorf("SMS_EGRESS retention = %v, want work-queue", ei.Config.Retention)
 	}
-	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks} {
+	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks, streams.BucketReceiptParts} {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			t.Errorf("kv %s: %v", b, err)
+		}
+	}
+	for _, sc := range [][2]string{{streams.Status, streams.ConsumerReceiptTimers}, {streams.ReceiptTimers, streams.ConsumerReceiptTimeouts}} {
+		if _, err := js.Consumer(ctx, sc[0], sc[1]); err != nil {
+			t.Errorf("consumer %s/%s: %v", sc[0], sc[1], err)
 		}
 	}
 	c, err := js.Consumer(ctx, streams.Egress, streams.EgressConsumerName("cz"))
@@ -75,5 +81,21 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	}
 	if f := pc.CachedInfo().Config.FilterSubject; f != streams.PrioritySubject("cz") {
 		t.Errorf("priority filter = %q, want %q", f, streams.PrioritySubject("cz"))
+	}
+}
+
+// The blacklist's KV and Object Store buckets exist after Apply.
+func TestApplyMakesTheBlacklistBuckets(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if _, err := js.KeyValue(ctx, streams.BucketBlacklist); err != nil {
+		t.Errorf("kv %s: %v", streams.BucketBlacklist, err)
+	}
+	if _, err := js.ObjectStore(ctx, streams.ObjectBucketBlacklist); err != nil {
+		t.Errorf("object store %s: %v", streams.ObjectBucketBlacklist, err)
 	}
 }

@@ -34,7 +34,7 @@ func TestTheNatsCLIAcceptsEveryDefinition(t *testing.T) {
 	}
 	streamsDir := filepath.Join("..", "streams")
 	files, err := filepath.Glob(filepath.Join(streamsDir, "SMS_*.json"))
-	if err != nil || len(files) != 5 {
+	if err != nil || len(files) != 6 {
 		t.Fatalf("stream files: %v %v", files, err)
 	}
 	for _, f := range files {

@@ -8,8 +8,9 @@ import (
 // NormalizeID returns the form used to correlate an SMSC message id between
 // submit_sm_resp and receipts: trimmed of white space and NULs, and ASCII
 // lower-cased (other bytes are kept as they are, so distinct ids stay distinct).
-// Egress and receipts both call it, so this is the single place that decides
-// which ids are the same; hex/decimal reconciliation belongs here too.
+// It is the text form of CanonicalID, which egress and receipts both call, so
+// that one place decides which ids are the same; hex/decimal and leading
+// zeros are reconciled there, only for links configured to write numbers.
 func NormalizeID(id string) string {
 	id = strings.TrimFunc(id, isSpaceOrNUL)
 	for i := 0; i < len(id); i++ {
@@ -31,7 +32,7 @@ func NormalizeID(id string) string {
 // "<link>.x" followed by the id in unpadded URL base64. Ids starting with "x"
 // take the encoded form too, so no plain id can equal an encoded one: different
 // ids on a link always give different keys. Key does not normalise: pass
-// NormalizeID(id) from both sides. A link that is not a single token of
+// CanonicalID(id, form) from both sides. A link that is not a single token of
 // [A-Za-z0-9_=-] (config allows no other) is encoded the same way, "x" and
 // base64, so the key is always valid: [-/_=.a-zA-Z0-9]+ with one '.'.
 func Key(link, smscID string) string {

@@ -303,6 +303,14 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, text []byte, receiptedID string, state int, netErr []byte, coding uint8) {
 		rec := Record{Link: "cz1", Text: text, ReceiptedID: receiptedID, MessageState: state, NetworkError: netErr, DataCoding: coding}
 		r, err := Parse(rec)
+		// The TLVs win: an id TLV makes any record a receipt, with that id,
+		// and a defined message_state sets the state whatever the text says.
+		if id := strings.TrimFunc(receiptedID, isSpaceOrNUL); id != "" && (err != nil || r.ID != id) {
+			t.Fatalf("Parse(%+v) = %+v, %v; want a receipt with the id TLV %q", rec, r, err, id)
+		}
+		if st, _, ok := tlvState(state); ok && err == nil && r.State != st {
+			t.Fatalf("Parse(%+v) state %q, want %q from message_state %d", rec, r.State, st, state)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrNotReceipt) {
 				t.Fatalf("Parse(%+v) error %v does not wrap ErrNotReceipt", rec, err)

@@ -3,7 +3,8 @@
 //
 // Egress stores a Record before it sends deliver_sm_resp, so a receipt is never
 // lost to a crash; receipts calls Parse, and correlates Receipt.ID with the
-// submit_sm_resp message id through NormalizeID and Key.
+// submit_sm_resp message id through CanonicalID and Key, reading the IndexEntry
+// egress wrote under that key.
 package dlr
 
 import "time"

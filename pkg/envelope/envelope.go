@@ -40,6 +40,10 @@ const (
 	MaxCampaignLen  = 64
 	MaxCallbackURL  = 2048
 	MaxEncodedBytes = 1 << 20
+
+	// MaxSendAhead is how far ahead send_at may be: further is more likely
+	// a typo (a wrong year) than a plan, and would hold a schedule for ever.
+	MaxSendAhead = 366 * 24 * time.Hour
 )
 
 // Message is one SMS request. The fields under "set by the pipeline" are
@@ -229,6 +233,8 @@ func Encode(m Message) ([]byte, error) {
 
 // Validate checks what a message needs before it can be queued, except the
 // recipient's number format, which needs policy config (phone.Normalize).
+// A send_at in the future is valid up to MaxSendAhead after now: the policy
+// stage holds the message until then.
 // It returns every problem, one FieldError each.
 func (m Message) Validate(now time.Time) []FieldError {
 	var errs []FieldError
@@ -264,6 +270,9 @@ func (m Message) Validate(now time.Time) []FieldError {
 	}
 	if m.Route != "" && !ValidID(m.Route) {
 		add("route", "must be a pool name: letters, digits, '-' or '_'")
+	}
+	if !m.SendAt.IsZero() && m.SendAt.After(now.Add(MaxSendAhead)) {
+		add("send_at", fmt.Sprintf("more than a year ahead (%s); at most %s", m.SendAt.Format(time.RFC3339), now.Add(MaxSendAhead).UTC().Format(time.RFC3339)))
 	}
 	if m.CallbackURL != "" {
 		u, err := url.Parse(m.CallbackURL)

@@ -146,13 +146,27 @@ func TestPeekIDFindsTheIdOfAnEnvelopeThatDoesNotDecode(t *testing.T) {
 	}
 }
 
-func TestPrepareRefusesAFutureSendAtRatherThanSendingEarly(t *testing.T) {
+func TestPrepareAcceptsASendAtUpToAYearAhead(t *testing.T) {
 	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
-	_, errs := Prepare(Message{To: "+420600000001", Text: "Black Friday", SendAt: now.Add(5 * time.Hour)}, now, "", 0)
-	if len(errs) != 1 || errs[0].Field != "send_at" {
-		t.Fatalf("errors = %v, want one on send_at", errs)
-	}
-	if _, errs := Prepare(Message{To: "+420600000001", Text: "x", SendAt: now.Add(-time.Minute)}, now, "", 0); len(errs) != 0 {
-		t.Fatalf("a send_at in the past: %v, want no error", errs)
+	for _, tc := range []struct {
+		name    string
+		sendAt  time.Time
+		wantErr bool
+	}{
+		{"a send_at in the past is sent at once", now.Add(-time.Minute), false},
+		{"a send_at five hours ahead is held until then", now.Add(5 * time.Hour), false},
+		{"a send_at exactly MaxSendAhead ahead is still held", now.Add(MaxSendAhead), false},
+		{"a send_at a second past MaxSendAhead is invalid", now.Add(MaxSendAhead + time.Second), true},
+		{"a send_at in the wrong millennium is invalid", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, errs := Prepare(Message{To: "+420600000001", Text: "Black Friday", SendAt: tc.sendAt}, now, "", 0)
+			if tc.wantErr && (len(errs) != 1 || errs[0].Field != "send_at") {
+				t.Fatalf("errors = %v, want one on send_at", errs)
+			}
+			if !tc.wantErr && len(errs) != 0 {
+				t.Fatalf("errors = %v, want none", errs)
+			}
+		})
 	}
 }

@@ -9,10 +9,6 @@ import (
 	"github.com/smsflow/smsflow/pkg/phone"
 )
 
-// sendAtSlack lets a send_at of "now" from a client whose clock runs a
-// little fast through.
-const sendAtSlack = 30 * time.Second
-
 // Prepare validates m and normalises its recipient to E.164 (numbers without
 // a country prefix are read in region; "" accepts only +E.164). maxChars
 // limits the text in characters (0: no limit beyond MaxTextBytes). The HTTP
@@ -27,12 +23,6 @@ func Prepare(m Message, now time.Time, region string, maxChars int) (Message, []
 		} else {
 			m.To = to
 		}
-	}
-	if !m.SendAt.IsZero() && m.SendAt.After(now.Add(sendAtSlack)) {
-		// Until the policy stage holds messages with the server's message
-		// scheduling, a future send_at is refused rather than sent early:
-		// a campaign meant for 14:00 must not go out in the morning.
-		errs = append(errs, FieldError{Field: "send_at", Msg: "scheduled sending is not supported yet; leave send_at out or in the past"})
 	}
 	if n := utf8.RuneCountInString(m.Text); maxChars > 0 && n > maxChars {
 		errs = append(errs, FieldError{Field: "text", Msg: fmt.Sprintf("is %d characters, more than %d", n, maxChars)})

@@ -38,6 +38,12 @@ const (
 	Retry         = "retry"
 	Throttled     = "throttled"
 	SubmitUnknown = "submit_unknown"
+
+	// Released records that the server released a scheduled message to the
+	// policy stage. It is written before the message is forwarded, with the
+	// compare-and-set every event has, so a cancel (which must find
+	// "scheduled" last) and a release never both win.
+	Released = "released"
 )
 
 // Reasons for rejected, and for failed.
@@ -49,6 +55,7 @@ const (
 	ReasonDailyCP   = "daily_cp"
 	ReasonWeeklyCP  = "weekly_cp"
 	ReasonNoRoute   = "no_route"
+	ReasonCancelled = "cancelled" // a scheduled message cancelled before its send_at
 
 	ReasonPermanent   = "permanent"    // the SMSC refused it for good
 	ReasonMaxAttempts = "max_attempts" // retried as often as configured
@@ -72,7 +79,7 @@ func rank(s string) int {
 		return 5
 	case s == Submitted:
 		return 4
-	case s == Queued, s == Retry, s == Throttled, s == SubmitUnknown:
+	case s == Queued, s == Released, s == Retry, s == Throttled, s == SubmitUnknown:
 		return 3
 	case s == Scheduled:
 		return 2

@@ -36,6 +36,9 @@ type LinkOptions struct {
 	Rate   int // submits per second
 	Burst  int
 	Source string // source_addr when the message has no "from"
+	// RespIDs is how the SMSC writes message ids in submit_sm_resp (text,
+	// decimal, hex): the parts are indexed under dlr.CanonicalID.
+	RespIDs dlr.IDForm
 }
 
 // Options configure the stage.
@@ -401,11 +404,18 @@ func (s *Stage) recordSubmitted(ctx context.Context, lo LinkOptions, m envelope.
 	})
 }
 
-// indexParts stores each part's SMSC id in sms_dlr_index.
+// indexParts stores each part's SMSC id in sms_dlr_index, under its
+// canonical form for the link (dlr.CanonicalID), with its part number.
 func (s *Stage) indexParts(ctx context.Context, link, id string, smscIDs []string) error {
-	entry, _ := json.Marshal(IndexEntry{ID: id, Parts: len(smscIDs)})
-	for _, sid := range smscIDs {
-		if _, err := s.index.Put(ctx, dlr.Key(link, dlr.NormalizeID(sid)), entry); err != nil {
+	form := dlr.IDText
+	for _, lo := range s.links {
+		if lo.Name == link {
+			form = lo.RespIDs
+		}
+	}
+	for i, sid := range smscIDs {
+		entry, _ := json.Marshal(dlr.IndexEntry{ID: id, Parts: len(smscIDs), Part: i + 1})
+		if _, err := s.index.Put(ctx, dlr.Key(link, dlr.CanonicalID(sid, form)), entry); err != nil {
 			return fmt.Errorf("index %s: %w", sid, err)
 		}
 	}
@@ -443,11 +453,9 @@ func (s *Stage) redelivered(ctx context.Context, lo LinkOptions, m envelope.Mess
 	return o, false
 }
 
-// IndexEntry is the value of an sms_dlr_index key.
-type IndexEntry struct {
-	ID    string `json:"id"`
-	Parts int    `json:"parts"`
-}
+// IndexEntry is the value of an sms_dlr_index key; it lives in pkg/dlr,
+// which the receipts stage reads it with.
+type IndexEntry = dlr.IndexEntry
 
 func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, p *pace, m envelope.Message, attempt int, err error, log *slog.Logger) consume.Outcome {
 	var se *smpplink.SubmitError

@@ -64,6 +64,7 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", a.post)
 	mux.HandleFunc("GET /v1/messages/{id}", a.get)
+	mux.HandleFunc("DELETE /v1/messages/{id}", a.cancel) // cancel.go
 	mux.HandleFunc("GET /v1/links", a.listLinks)
 	mux.HandleFunc("POST /v1/links/{name}/pause", a.pauseLink(true))
 	mux.HandleFunc("POST /v1/links/{name}/resume", a.pauseLink(false))

@@ -101,7 +101,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	// id sent again after the 24 h dedup window. Sending it again would be a
 	// second SMS.
 	switch prev, err := s.pub.Latest(ctx, m.ID); {
-	case err == nil && prev.Status != status.Accepted:
+	case err == nil && prev.Status != status.Accepted && !releasing(msg, prev.Status):
 		s.m.out.WithLabelValues("already_handled").Inc()
 		s.log.Warn("message id already handled; not sent again", "msg_id", m.ID, "status", prev.Status, "deliveries", md.NumDelivered)
 		return consume.Ack()
@@ -118,6 +118,9 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	m, ferrs := envelope.Prepare(m, s.now(), s.opts.Region, s.opts.MaxChars)
 	if len(ferrs) > 0 {
 		return s.reject(ctx, msg, m, status.ReasonInvalid, joinFieldErrors(ferrs))
+	}
+	if o, held := s.hold(ctx, msg, m); held { // send_at in the future: see schedule.go
+		return o
 	}
 	if !m.ExpiresAt.IsZero() && s.now().After(m.ExpiresAt) {
 		return s.final(ctx, msg, status.Event{ID: m.ID, Status: status.Expired, Stage: "policy", Campaign: m.Campaign, Detail: "ttl passed before policy"}, "expired")

@@ -3,10 +3,21 @@
 // each belongs to in KV sms_dlr_index, and publishes its final status:
 // delivered, undelivered or expired.
 //
+// Receipt ids are matched per link, never per bind: the index key is
+// (link, canonical SMSC id), so a receipt the SMSC sends on another session
+// of the link than the submit's still finds its message. The canonical id
+// follows the link's id forms (dlr.CanonicalID): a link whose SMSC answers
+// submit_sm_resp in hex and writes receipts in decimal sets resp "hex" and
+// receipt "decimal".
+//
 // A receipt can overtake its index entry (the SMSC answers faster than egress
 // writes the mapping): it is retried with backoff until the entry appears, or
 // until OrphanAfter has passed since it was received; then it is an orphan,
 // terminated and counted.
+//
+// A long message's parts each have a receipt; parts.go decides the message
+// over all of them. A message whose receipt never comes ends expired with
+// reason no_receipt after ReceiptTimeout (timeout.go).
 package receipts
 
 import (
@@ -19,8 +30,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/smsflow/smsflow/pkg/consume"
 	"github.com/smsflow/smsflow/pkg/dlr"
@@ -31,9 +41,20 @@ import (
 // Options configure the stage.
 type Options struct {
 	OrphanAfter time.Duration // give up on a receipt with no index entry after this; 10m when 0
-	BackoffMin  time.Duration
-	BackoffMax  time.Duration
-	Grace       time.Duration
+	// A receipt still without its index entry ParkAfter after it was
+	// received (30s when 0) is parked: acked, and looked at again every
+	// RecheckEvery (1m when 0; the schedule has whole seconds) from a message
+	// schedule, so a flood of orphans waits in the stream, not in the
+	// consumer's max_ack_pending, until OrphanAfter.
+	ParkAfter      time.Duration
+	RecheckEvery   time.Duration
+	ReceiptTimeout time.Duration // a submitted message with no final receipt after this ends expired (no_receipt); 48h when 0
+	// ReceiptIDs is, per link, how its SMSC writes message ids in receipts
+	// (dlr.IDText when absent); egress indexes with the link's submit_sm_resp form.
+	ReceiptIDs map[string]dlr.IDForm
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	Grace      time.Duration
 }
 
 // Stage is the receipts stage.
@@ -41,6 +62,7 @@ type Stage struct {
 	js    jetstream.JetStream
 	pub   *status.Publisher
 	index jetstream.KeyValue
+	parts jetstream.KeyValue
 	opts  Options
 	log   *slog.Logger
 	m     *Metrics
@@ -52,6 +74,15 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	if opts.OrphanAfter <= 0 {
 		opts.OrphanAfter = 10 * time.Minute
 	}
+	if opts.ParkAfter <= 0 {
+		opts.ParkAfter = 30 * time.Second
+	}
+	if opts.RecheckEvery < time.Second {
+		opts.RecheckEvery = time.Minute
+	}
+	if opts.ReceiptTimeout <= 0 {
+		opts.ReceiptTimeout = 48 * time.Hour
+	}
 	if opts.BackoffMin <= 0 {
 		opts.BackoffMin = 100 * time.Millisecond
 	}
@@ -61,66 +92,95 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, now: time.Now}
 }
 
-// Run consumes until ctx is done, then finishes the receipts in hand. It
-// returns nil when ctx ends, even before it got to consume.
+// Run consumes receipts, submitted events (to start their timeouts), the
+// timeouts that fire and the parked receipts due again, until ctx is done; then it finishes the messages in
+// hand. It returns nil when ctx ends, even before it got to consume.
 func (s *Stage) Run(ctx context.Context) error {
-	kv, err := s.js.KeyValue(ctx, streams.BucketDLRIndex)
-	if ctx.Err() != nil {
-		return nil
+	var err error
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{streams.BucketDLRIndex, &s.index}, {streams.BucketReceiptParts, &s.parts}} {
+		*b.kv, err = s.js.KeyValue(ctx, b.name)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("receipts: kv %s: %w", b.name, err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("receipts: kv %s: %w", streams.BucketDLRIndex, err)
+	type loop struct {
+		stream, durable string
+		h               consume.Handler
 	}
-	s.index = kv
-	cons, err := s.js.Consumer(ctx, streams.DLR, streams.ConsumerReceipts)
-	if ctx.Err() != nil {
-		return nil
+	loops := []loop{
+		{streams.DLR, streams.ConsumerReceipts, s.handle},
+		{streams.Status, streams.ConsumerReceiptTimers, s.handleSubmitted},
+		{streams.ReceiptTimers, streams.ConsumerReceiptTimeouts, s.handleDue},
+		{streams.ReceiptTimers, streams.ConsumerReceiptRechecks, s.handle},
 	}
-	if err != nil {
-		return fmt.Errorf("receipts: consumer: %w", err)
+	conss := make([]jetstream.Consumer, len(loops))
+	for i, l := range loops {
+		conss[i], err = s.js.Consumer(ctx, l.stream, l.durable)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("receipts: consumer %s/%s: %w", l.stream, l.durable, err)
+		}
 	}
 	s.log.Info("receipts stage started")
 	defer s.log.Info("receipts stage stopped")
-	return consume.Run(ctx, cons, s.handle, consume.Options{Grace: s.opts.Grace, Log: s.log})
+	g, gctx := errgroup.WithContext(ctx)
+	for i, l := range loops {
+		log := s.log.With("consumer", l.durable)
+		g.Go(func() error { return consume.Run(gctx, conss[i], l.h, consume.Options{Grace: s.opts.Grace, Log: log}) })
+	}
+	return g.Wait()
 }
 
-// indexEntry is the value egress writes under each SMSC id.
-type indexEntry struct {
-	ID    string `json:"id"`
-	Parts int    `json:"parts"`
-}
-
+// handle correlates one receipt: from SMS_DLR, or parked and due again
+// (a recheck, which carries when it was first received).
 func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	md, err := msg.Metadata()
 	if err != nil {
 		return consume.Term("no metadata: " + err.Error())
 	}
+	pk := parkedFrom(msg, md)
 	var rec dlr.Record
 	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
 		s.m.results.WithLabelValues("invalid").Inc()
-		s.log.Warn("receipt record is not valid JSON, skipped", "seq", md.Sequence.Stream, "err", err)
+		s.log.Warn("receipt record is not valid JSON, skipped", "seq", pk.seq, "err", err)
 		return consume.Term("invalid receipt record")
 	}
 	r, err := dlr.Parse(rec)
 	if err != nil {
 		s.m.results.WithLabelValues("invalid").Inc()
-		s.log.Warn("not a delivery receipt, skipped", "seq", md.Sequence.Stream, "link", rec.Link, "err", err)
+		s.log.Warn("not a delivery receipt, skipped", "seq", pk.seq, "link", rec.Link, "err", err)
 		return consume.Term("not a receipt")
 	}
-	key := dlr.Key(rec.Link, dlr.NormalizeID(r.ID))
+	if md.NumDelivered == 1 && !pk.recheck {
+		s.m.states.WithLabelValues(string(r.State)).Inc()
+	}
+	smscID := dlr.CanonicalID(r.ID, s.opts.ReceiptIDs[rec.Link])
+	key := dlr.Key(rec.Link, smscID)
 	kve, err := s.index.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		if s.now().Sub(md.Timestamp) > s.opts.OrphanAfter {
+		age := s.now().Sub(pk.received)
+		switch {
+		case age > s.opts.OrphanAfter:
 			s.m.results.WithLabelValues("orphan").Inc()
 			s.log.Warn("receipt matches no submitted message: orphan", "link", rec.Link, "smsc_id", r.ID, "stat", r.Stat)
 			return consume.Term("orphan")
+		case age < s.opts.ParkAfter:
+			return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
 		}
-		return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
+		return s.park(ctx, msg, pk)
 	}
 	if err != nil {
 		return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
 	}
-	var e indexEntry
+	var e dlr.IndexEntry
 	if err := json.Unmarshal(kve.Value(), &e); err != nil || e.ID == "" {
 		s.m.results.WithLabelValues("invalid").Inc()
 		s.log.Error("sms_dlr_index entry unreadable", "key", key, "err", err)
@@ -139,6 +199,24 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		ev.Status = status.Expired
 	default: // undelivered, rejected
 		ev.Status = status.Undelivered
+	}
+	if e.Parts > 1 {
+		agg, fresh, err := s.recordPart(ctx, e, partKey(e, smscID), partState{State: r.State, Stat: r.Stat, Err: r.Err, SMSCID: r.ID})
+		if err != nil {
+			s.log.Warn("cannot record the receipt of a part, retrying", "msg_id", e.ID, "err", err)
+			return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
+		}
+		s.m.parts.WithLabelValues(map[bool]string{true: "recorded", false: "duplicate"}[fresh]).Inc()
+		st, by, final := agg.outcome()
+		if !final {
+			s.m.results.WithLabelValues("part").Inc()
+			return consume.Ack()
+		}
+		// Even when this part was recorded before (a redelivery after a
+		// crash), publish: the status may not have made it; Publish makes a
+		// second one a duplicate.
+		ev.Status, ev.SMSCID, ev.Code = st, by.SMSCID, errCode(by.Err)
+		ev.Detail = fmt.Sprintf("stat:%s parts:%d/%d", by.Stat, len(agg.Done), e.Parts) // parts with a final receipt so far
 	}
 	err = s.pub.Publish(ctx, ev)
 	switch {
@@ -165,21 +243,4 @@ func errCode(s string) int {
 		return 0
 	}
 	return int(n)
-}
-
-// Metrics of the receipts stage.
-type Metrics struct {
-	results *prometheus.CounterVec
-}
-
-// NewMetrics registers the stage's metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{results: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
-		Namespace: "smsflow", Subsystem: "receipts", Name: "processed_total",
-		Help: "Receipts processed, by result: delivered, undelivered, expired, intermediate, duplicate (message already final), orphan (no such submit), invalid.",
-	}, []string{"result"})}
-	for _, r := range []string{"delivered", "undelivered", "expired", "intermediate", "duplicate", "orphan", "invalid"} {
-		m.results.WithLabelValues(r)
-	}
-	return m
 }

@@ -29,18 +29,19 @@ const (
 
 // harness is one running receipts stage against its own JetStream server.
 type harness struct {
-	t     *testing.T // the (sub)test that fails when a helper does; table cases share a harness and set it
+	t     testing.TB // the (sub)test that fails when a helper does; table cases share a harness and set it
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	index jetstream.KeyValue
 	pub   *status.Publisher
 	m     *Metrics
 	terms atomic.Int64 // MSG_TERMINATED advisories of the receipts consumer
+	stop  func()       // stops the running stage
 }
 
 // start runs the stage until the test ends; the cleanup cancels it and checks
 // that Run returns nil.
-func start(t *testing.T, opts Options) *harness {
+func start(t testing.TB, opts Options) *harness {
 	t.Helper()
 	nc, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -56,7 +57,7 @@ func start(t *testing.T, opts Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, nc: nc, js: js, index: kv, pub: pub, m: NewMetrics(prometheus.NewRegistry())}
+	h := &harness{t: t, nc: nc, js: js, index: kv, pub: pub}
 	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."+streams.DLR+"."+streams.ConsumerReceipts,
 		func(*nats.Msg) { h.terms.Add(1) })
 	if err != nil {
@@ -64,9 +65,15 @@ func start(t *testing.T, opts Options) *harness {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
-	s := New(js, pub, opts, slog.New(slog.DiscardHandler), h.m)
-	natstest.Run(t, wait, s.Run)
+	h.run(opts)
 	return h
+}
+
+// run starts a stage (a new instance, as after a restart) with fresh metrics.
+func (h *harness) run(opts Options) {
+	h.m = NewMetrics(prometheus.NewRegistry())
+	s := New(h.js, h.pub, opts, slog.New(slog.DiscardHandler), h.m)
+	h.stop = natstest.Run(h.t, wait, s.Run)
 }
 
 // indexed writes the sms_dlr_index entry egress writes after a submit.

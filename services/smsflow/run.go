@@ -20,9 +20,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/smsflow/smsflow/config"
+	"github.com/smsflow/smsflow/pkg/blacklist"
 	"github.com/smsflow/smsflow/pkg/broker"
+	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/services/dashboard"
 	"github.com/smsflow/smsflow/services/egress"
 	"github.com/smsflow/smsflow/services/ingest"
 	"github.com/smsflow/smsflow/services/policy"
@@ -58,9 +61,15 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer, environ fu
 	if err != nil {
 		return err
 	}
+	return run(ctx, cfg, stages, log, newRegistry())
+}
+
+// newRegistry is the /metrics registry of `run`: the stages' metrics go on
+// it, beside the Go runtime's and the process's.
+func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return run(ctx, cfg, stages, log, reg)
+	return reg
 }
 
 func parseStages(s string) (map[string]bool, error) {
@@ -146,6 +155,17 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The blacklist serves the policy stage (Contains, after Ready) and the
+	// HTTP API (/v1/blacklist); a list that fails to load at start stops run.
+	var bl *blacklist.List
+	if stages["policy"] || stages["http"] {
+		bl = blacklist.New(b.NC, b.JS, blacklist.Options{
+			Files: cfg.Blacklist.Files, PollInterval: cfg.Blacklist.PollInterval,
+			ObjectBucket: cfg.Blacklist.ObjectBucket, KVBucket: streams.BucketBlacklist,
+			Region: cfg.Policy.DefaultRegion,
+		}, log.With("component", "blacklist"), blacklist.NewMetrics(reg))
+		g.Go(func() error { return bl.Run(gctx) })
+	}
 	var eg *egress.Stage
 	if stages["policy"] {
 		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
@@ -153,7 +173,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
 			Grace: cfg.Egress.ShutdownGrace,
 		}, log.With("stage", "policy"), policy.NewMetrics(reg))
-		g.Go(func() error { return pol.Run(gctx) })
+		g.Go(func() error { return afterReady(gctx, bl, pol.Run) })
 	}
 	if stages["egress"] {
 		los, err := linkOptions(cfg)
@@ -167,7 +187,8 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		g.Go(func() error { return eg.Run(gctx) })
 	}
 	if stages["receipts"] {
-		rc := receipts.New(b.JS, pub, receipts.Options{OrphanAfter: cfg.Receipts.OrphanAfter, Grace: cfg.Egress.ShutdownGrace},
+		rc := receipts.New(b.JS, pub, receipts.Options{OrphanAfter: cfg.Receipts.OrphanAfter, Grace: cfg.Egress.ShutdownGrace,
+			ReceiptTimeout: cfg.Receipts.ReceiptTimeout, ReceiptIDs: receiptIDForms(cfg)},
 			log.With("stage", "receipts"), receipts.NewMetrics(reg))
 		g.Go(func() error { return rc.Run(gctx) })
 	}
@@ -179,12 +200,23 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
 		mux := http.NewServeMux()
 		api.Register(mux)
+		bl.Register(mux)
 		gatherer, _ := reg.(prometheus.Gatherer)
 		if gatherer != nil {
 			mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 		}
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("GET /readyz", readyz(b, eg, stages["egress"]))
+		health := dashboard.Health{NC: b.NC, JS: b.JS, Streams: []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR}}
+		if eg != nil {
+			health.BoundLinks = eg.BoundLinks
+		}
+		mux.HandleFunc("GET /healthz", health.Healthz)
+		mux.HandleFunc("GET /readyz", health.Readyz)
+		dash := dashboard.New(b.JS, dashboard.Options{
+			Links:   dashboardLinks(cfg),
+			Streams: []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR, streams.Inbound}, // their durable consumers are the queues
+		}, log.With("stage", "dashboard"), reg)
+		dash.Register(mux)
+		g.Go(func() error { return dash.Run(gctx) })
 		// Bounded reads: a client trickling an 8 MiB body must not hold a
 		// connection and its buffer for ever.
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
@@ -213,37 +245,21 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	return err
 }
 
+// afterReady runs f once the blacklist has loaded, so no message is judged
+// against a list that is still empty; nil if ctx ends first.
+func afterReady(ctx context.Context, bl *blacklist.List, f func(context.Context) error) error {
+	select {
+	case <-bl.Ready():
+		return f(ctx)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
 // stopped reports whether err is only ctx ending: a signal during start-up
 // is a clean stop (exit 0), as it is once running.
 func stopped(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, ctx.Err())
-}
-
-// readyz answers 200 when NATS is connected, the streams are there and (when
-// egress runs here) at least one link is bound.
-func readyz(b *broker.Broker, eg *egress.Stage, needLink bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var problems []string
-		if !b.NC.IsConnected() {
-			problems = append(problems, "nats not connected")
-		} else {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			for _, s := range []string{streams.Outbound, streams.Egress, streams.Status, streams.DLR} {
-				if _, err := b.JS.Stream(ctx, s); err != nil {
-					problems = append(problems, "stream "+s+": "+err.Error())
-				}
-			}
-		}
-		if needLink && eg != nil && eg.BoundLinks() == 0 {
-			problems = append(problems, "no SMPP link bound")
-		}
-		if len(problems) > 0 {
-			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	}
 }
 
 func linkOptions(cfg config.Config) ([]egress.LinkOptions, error) {
@@ -253,6 +269,7 @@ func linkOptions(cfg config.Config) ([]egress.LinkOptions, error) {
 			l := cfg.Links[name]
 			out = append(out, egress.LinkOptions{
 				Name: name, Pool: pool, Rate: l.Rate, Burst: l.Burst, Source: l.SourceAddr,
+				RespIDs: dlr.IDForm(l.RespIDForm), // validated: "", text, decimal or hex ("" is text)
 				SMPP: smpplink.Config{Name: name, Addr: l.Address, SystemID: l.SystemID, Password: l.Password.Reveal(),
 					SystemType: l.SystemType, Window: l.Window, RespTimeout: l.RespTimeout},
 			})
@@ -269,6 +286,27 @@ func linkOptions(cfg config.Config) ([]egress.LinkOptions, error) {
 		}
 	}
 	return out, nil
+}
+
+// dashboardLinks are the configured links for the dashboard, pool by pool.
+func dashboardLinks(cfg config.Config) []dashboard.Link {
+	var out []dashboard.Link
+	for _, pool := range sortedKeys(cfg.Pools) {
+		for _, name := range cfg.Pools[pool].Links {
+			l := cfg.Links[name]
+			out = append(out, dashboard.Link{Name: name, Pool: pool, Rate: float64(l.Rate), Burst: l.Burst, Price: l.Price})
+		}
+	}
+	return out
+}
+
+// receiptIDForms maps each link to how its SMSC writes receipt ids.
+func receiptIDForms(cfg config.Config) map[string]dlr.IDForm {
+	out := map[string]dlr.IDForm{}
+	for name, l := range cfg.Links {
+		out[name] = dlr.IDForm(l.ReceiptIDForm)
+	}
+	return out
 }
 
 func poolPrefixes(cfg config.Config) map[string][]string {

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -607,5 +609,71 @@ func TestRunStoppedDuringStartReturnsNil(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatalf("run did not return within %v", wait)
+	}
+}
+
+// run wires the blacklist: the configured file is loaded, and the HTTP API
+// adds, checks and removes numbers.
+func TestRunServesTheBlacklist(t *testing.T) {
+	verifyNoLeaks(t)
+	list := filepath.Join(t.TempDir(), "blacklist.txt")
+	if err := os.WriteFile(list, []byte("+420600000001\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(t, "SMSFLOW_SMSC_SIM__ENABLED=false", "SMSFLOW_BLACKLIST__FILES="+list)
+	cfg := in.config(t)
+	stages, _ := parseStages("http")
+	r := start(t, func(ctx context.Context) error {
+		return run(ctx, cfg, stages, discardLogger(), prometheus.NewRegistry())
+	})
+	in.waitReady(t, r)
+	call := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+in.httpAddr+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return resp.StatusCode, out
+	}
+	natstest.Eventually(t, wait, "the file's number blacklisted", func() bool {
+		code, out := call("GET", "/v1/blacklist/+420600000001", "")
+		return code == http.StatusOK && out["blacklisted"] == true && out["source"] == "list"
+	})
+	if code, out := call("POST", "/v1/blacklist", `{"number":"+420600000002"}`); code != http.StatusOK || out["blacklisted"] != true {
+		t.Errorf("POST /v1/blacklist = %d %v, want 200 blacklisted", code, out)
+	}
+	if code, out := call("DELETE", "/v1/blacklist/+420600000001", ""); code != http.StatusOK || out["blacklisted"] != false {
+		t.Errorf("DELETE /v1/blacklist = %d %v, want 200 not blacklisted", code, out)
+	}
+	if code, out := call("GET", "/v1/blacklist/+420600000002", ""); code != http.StatusOK || out["blacklisted"] != true {
+		t.Errorf("GET after POST = %d %v, want 200 blacklisted", code, out)
+	}
+	if err := r.stop(t, wait); err != nil {
+		t.Fatalf("run returned %v after cancel, want nil", err)
+	}
+}
+
+// A blacklist file with a bad line stops run at start, naming the file and
+// the line, rather than running without its numbers.
+func TestRunRefusesABadBlacklistFile(t *testing.T) {
+	verifyNoLeaks(t)
+	list := filepath.Join(t.TempDir(), "blacklist.txt")
+	if err := os.WriteFile(list, []byte("+420600000001\nnot a number\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(t, "SMSFLOW_SMSC_SIM__ENABLED=false", "SMSFLOW_BLACKLIST__FILES="+list)
+	cfg := in.config(t)
+	stages, _ := parseStages("policy,http")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	err := run(ctx, cfg, stages, discardLogger(), prometheus.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), list) || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("run = %v, want an error naming %s line 2", err, list)
 	}
 }

@@ -1,0 +1,162 @@
+package receipts
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/streams"
+)
+
+// submitted publishes the submitted event egress publishes, at time at.
+func (h *harness) submitted(id, smscID string, at time.Time) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := h.pub.Publish(ctx, status.Event{ID: id, Status: status.Submitted, Stage: "egress", Link: link, SMSCID: smscID, Parts: 1, At: at}); err != nil {
+		h.t.Fatalf("publish submitted %s: %v", id, err)
+	}
+}
+
+func (h *harness) timeouts(result string) float64 {
+	return testutil.ToFloat64(h.m.timeouts.WithLabelValues(result))
+}
+
+func (h *harness) waitTimeouts(result string, n float64) {
+	h.t.Helper()
+	h.until("want timeouts_total{result="+result+"} to reach the expected count", func() bool { return h.timeouts(result) >= n })
+	if got := h.timeouts(result); got != n {
+		h.t.Fatalf("timeouts_total{result=%q} = %v, want %v", result, got, n)
+	}
+}
+
+// due reports whether the timer of id has fired and is not yet handled.
+func (h *harness) due(id string) bool { return h.stored(TimerDueSubject(id)) }
+
+// stored reports whether SMS_RECEIPT_TIMERS holds a message on subject.
+func (h *harness) stored(subject string) bool {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s, err := h.js.Stream(ctx, streams.ReceiptTimers)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	_, err = s.GetLastMsgForSubject(ctx, subject)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		h.t.Fatalf("read %s: %v", subject, err)
+	}
+	return err == nil
+}
+
+func TestAMessageWhoseReceiptNeverComesEndsExpiredThenALateReceiptLoses(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
+	h := start(t, Options{ReceiptTimeout: time.Second})
+	const id = "01JMSG000000000000000NORCP"
+	at := time.Now()
+	h.submitted(id, "n1", at)
+	h.waitTimeouts("scheduled", 1)
+	h.waitTimeouts("expired", 1)
+	if d := time.Since(at); d < time.Second {
+		t.Fatalf("expired %v after submit, want no sooner than the receipt timeout (1s)", d)
+	}
+	ev := h.onlyTerminal(id)
+	if ev.Status != status.Expired || ev.Reason != ReasonNoReceipt || ev.Stage != "receipts" || ev.SMSCID != "n1" {
+		t.Fatalf("event = %+v, want expired, reason no_receipt, stage receipts, smsc_id n1", ev)
+	}
+	// Nothing is left behind: the schedule is gone once fired, the fired
+	// timeout once handled (SMS_RECEIPT_TIMERS is a work queue).
+	h.until("want the handled timeout removed from SMS_RECEIPT_TIMERS", func() bool { return !h.due(id) })
+	h.until("want the fired schedule removed", func() bool { return !h.stored(TimerWaitSubject(id)) })
+	// The receipt turns up after all: the message stays expired.
+	h.indexed("n1", id)
+	h.receipt(dlr.Record{Text: text("n1", "DELIVRD", "000")})
+	h.waitCount("duplicate", 1)
+	h.drained()
+	if ev := h.onlyTerminal(id); ev.Status != status.Expired {
+		t.Fatalf("status = %s, want expired to stay", ev.Status)
+	}
+	if n := h.count(status.Delivered); n != 0 {
+		t.Fatalf("delivered = %v, want 0", n)
+	}
+	if n := len(h.history(id)); n != 2 {
+		t.Fatalf("%d events, want 2 (submitted, expired)", n)
+	}
+}
+
+func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
+	h := start(t, Options{ReceiptTimeout: 2 * time.Second})
+	const id = "01JMSG000000000000000INTME"
+	h.submitted(id, "w1", time.Now())
+	h.waitTimeouts("scheduled", 1) // the timer exists before the receipt comes
+	h.indexed("w1", id)
+	h.receipt(dlr.Record{Text: text("w1", "DELIVRD", "000")})
+	h.waitCount(status.Delivered, 1)
+	h.waitTimeouts("settled", 1) // it fires later and finds the message final
+	if n := h.timeouts("expired"); n != 0 {
+		t.Fatalf("timeouts expired = %v, want 0", n)
+	}
+	if ev := h.onlyTerminal(id); ev.Status != status.Delivered {
+		t.Fatalf("status = %s, want delivered", ev.Status)
+	}
+}
+
+func TestAMessageAlreadyFinalGetsNoTimer(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
+	h := start(t, Options{ReceiptTimeout: time.Second})
+	h.stop()
+	const id = "01JMSG000000000000000FINAL"
+	h.submitted(id, "f1", time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := h.pub.Publish(ctx, status.Event{ID: id, Status: status.Delivered, Stage: "receipts"}); err != nil {
+		t.Fatal(err)
+	}
+	// A message not final, whose timeout passed while the stage was down: due at once.
+	const late = "01JMSG000000000000000LATER"
+	h.submitted(late, "f2", time.Now().Add(-time.Hour))
+	h.run(Options{ReceiptTimeout: time.Second})
+	h.waitTimeouts("expired", 1)
+	h.waitTimeouts("scheduled", 1) // the late one, due at once; none for the final one
+	h.until("want the status consumer drained", func() bool {
+		c, err := h.js.Consumer(ctx, streams.Status, streams.ConsumerReceiptTimers)
+		if err != nil {
+			return false
+		}
+		i, err := c.Info(ctx)
+		return err == nil && i.NumPending == 0 && i.NumAckPending == 0
+	})
+	if ev := h.onlyTerminal(late); ev.Status != status.Expired || ev.Reason != ReasonNoReceipt {
+		t.Fatalf("late message = %+v, want expired no_receipt", ev)
+	}
+	if h.due(id) || h.stored(TimerWaitSubject(id)) {
+		t.Fatal("a final message got a receipt timer")
+	}
+}
+
+// The timer lives in the server: a stage that is down when it fires finds it
+// when it comes back.
+func TestAReceiptTimeoutSurvivesARestartOfTheStage(t *testing.T) {
+	t.Parallel() // mostly waiting for timers to fire
+	h := start(t, Options{ReceiptTimeout: time.Second})
+	const id = "01JMSG000000000000000RSTRT"
+	h.submitted(id, "s1", time.Now())
+	h.waitTimeouts("scheduled", 1)
+	h.stop()
+	h.until("want the timer to fire while the stage is down", func() bool { return h.due(id) })
+	if evs := h.history(id); len(evs) != 1 {
+		t.Fatalf("events while the stage is down = %+v, want only submitted", evs)
+	}
+	h.run(Options{ReceiptTimeout: time.Second})
+	h.waitTimeouts("expired", 1)
+	if ev := h.onlyTerminal(id); ev.Status != status.Expired || ev.Reason != ReasonNoReceipt {
+		t.Fatalf("event = %+v, want expired no_receipt", ev)
+	}
+}
