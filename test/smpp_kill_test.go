@@ -2,7 +2,11 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +77,60 @@ func TestKillingTheSMPPConnectionEvery500SubmitsEndsEveryMessageOnce(t *testing.
 	}
 	t.Logf("%d messages delivered in %v: %d submits accepted, %d reconnects, %d submits seen twice (bound window x reconnects = %d), %d receipts acknowledged",
 		n, took.Round(time.Millisecond), accepted, drops, dups, window*drops, sim.ReceiptsAcked())
+	p.stop()
+}
+
+// The issue 5 link keys work through the binary: TLS with the simulator's
+// self-signed CA, two tx_rx sessions (4 binds), SAR splitting. Every message
+// is delivered once and the SMSC saw every text as sent, long ones and emoji
+// included.
+func TestALinkOverTLSWithTwoTxRxSessionsAndSARDeliversEveryText(t *testing.T) {
+	srvTLS, caPEM, err := smscsim.SelfSignedTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sim := smscsim.NewServer(t, smscsim.Options{SystemID: "e2e", Password: "pw-e2e", TLS: srvTLS})
+	p := setup(t, t.TempDir(), sim.Addr(), "")
+	p.env = []string{"SMSFLOW_LINKS__L1__TLS=true", "SMSFLOW_LINKS__L1__TLS_CA=" + ca, "SMSFLOW_LINKS__L1__SESSIONS=2",
+		"SMSFLOW_LINKS__L1__BIND_MODE=tx_rx", "SMSFLOW_LINKS__L1__SPLIT=sar"}
+	p.start()
+	natstest.Eventually(t, 10*time.Second, "want 4 binds at the simulator", func() bool { return sim.Binds() == 4 })
+	_, js := p.connect()
+	log := watchStatuses(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	texts := []string{"plain", `€ [ ] { } ~ \ ^ |`, strings.Repeat("long GSM text ", 30), "Děkujeme 😀", strings.Repeat("😀 emoji ", 30)}
+	parts := []int{1, 1, 3, 1, 5} // 420 GSM septets: 3 parts; 270 UTF-16 units: 5 parts
+	ids := make([]string, len(texts))
+	for i, text := range texts {
+		ids[i] = fmt.Sprintf("tls-%d", i)
+		body, _ := json.Marshal(map[string]string{"id": ids[i], "to": number(i), "text": text})
+		if _, err := js.Publish(ctx, "sms.outbound", body, jetstream.WithMsgID(ids[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	term := log.waitTerminal(t, 30*time.Second, ids)
+	for i, id := range ids {
+		if evs := term[id]; len(evs) != 1 || evs[0].Status != status.Delivered || evs[0].Parts != parts[i] {
+			t.Errorf("%s: terminal %+v, want one delivered in %d parts", id, evs, parts[i])
+		}
+	}
+	got := map[string]smscsim.Message{}
+	for _, m := range sim.Messages() {
+		got[m.Dest] = m
+	}
+	for i, text := range texts {
+		if m := got[simDest(i)]; m.Text != text || m.Parts != parts[i] {
+			t.Errorf("the SMSC saw %q in %d parts, want %q in %d", m.Text, m.Parts, text, parts[i])
+		}
+	}
+	if len(sim.Messages()) != len(texts) || sim.Accepted() != 11 {
+		t.Errorf("%d messages in %d submits; want %d in 11", len(sim.Messages()), sim.Accepted(), len(texts))
+	}
+	natstest.Eventually(t, 10*time.Second, "want the 11 receipts acknowledged", func() bool { return sim.ReceiptsAcked() == 11 })
 	p.stop()
 }
