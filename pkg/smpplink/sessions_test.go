@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fiorix/go-smpp/smpp/pdu"
+	"go.uber.org/goleak"
 
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/smpplink"
@@ -147,4 +148,25 @@ func TestALinkBindsOverTLSAndRefusesAnUntrustedCertificate(t *testing.T) {
 	if sim.Accepted() != 2 {
 		t.Fatalf("accepted %d after the untrusted bind, want 2", sim.Accepted())
 	}
+}
+
+// Two tx_rx sessions rebind after a drop, and Close leaves no goroutine of
+// theirs behind (the link's own receiver included).
+func TestTxRxSessionsRebindAndCloseLeavingNoGoroutines(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	sim := smscsim.NewServer(t, creds(smscsim.Options{NoReceipts: true}))
+	cfg := config(sim.Addr())
+	cfg.BindMode, cfg.Sessions = smpplink.BindTXRX, 2
+	l := smpplink.Open(cfg, func(pdu.Body) {}, slog.New(slog.DiscardHandler))
+	allUp := func() bool { up, want := l.Binds(); return up == 4 && want == 4 && sim.Binds() == 4 }
+	natstest.Eventually(t, wait, "want 4 binds", allUp)
+	sim.DropConnections()
+	natstest.Eventually(t, wait, "want 4 binds again after the drop", allUp)
+	submitAll(t, l, 8)
+	if sim.Accepted() != 8 {
+		t.Fatalf("accepted %d, want 8", sim.Accepted())
+	}
+	_ = l.Close()
+	_ = sim.Close()
+	goleak.VerifyNone(t, before)
 }
