@@ -35,6 +35,7 @@ type Config struct {
 	Receipts  Receipts        `koanf:"receipts"`
 	Log       Log             `koanf:"log"`
 	Blacklist Blacklist       `koanf:"blacklist"`
+	Webhooks  Webhooks        `koanf:"webhooks"`
 }
 
 // NATS says where the broker is: an embedded server (URL empty) listening on

@@ -46,6 +46,7 @@ func TestLoad(t *testing.T) {
 					Egress:   Egress{MaxAttempts: 10, BackoffMin: 500 * time.Millisecond, BackoffMax: time.Minute, ShutdownGrace: 10 * time.Second},
 					Receipts: Receipts{OrphanAfter: 10 * time.Minute, ReceiptTimeout: 48 * time.Hour},
 					Log:      Log{Level: "info", Format: "text"},
+					Webhooks: Webhooks{MaxAge: 24 * time.Hour, PerHostConcurrency: 4, Timeout: 10 * time.Second, BackoffMin: time.Second, BackoffMax: 5 * time.Minute},
 				}
 				want.Blacklist = Blacklist{Files: []string{}, ObjectBucket: "sms_blacklist", PollInterval: 2 * time.Second}
 				if !reflect.DeepEqual(c, want) {

@@ -53,6 +53,7 @@ func (c Config) Validate() error {
 	c.validateBlacklist(v)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
+	c.validateWebhooks(v)
 	return errors.Join(v.errs...)
 }
 

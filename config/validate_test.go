@@ -76,6 +76,15 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 			`links.sim1.resp_id_form: must be one of text, decimal, hex; got "octal"`},
 		{"a numeric id form on one side needs one on the other", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.ReceiptIDForm = "decimal" }) },
 			`links.sim1.receipt_id_form: must be decimal or hex when resp_id_form is, and text when it is text (got "" and "decimal")`},
+		{"a webhook default URL is a URL", func(c *Config) { c.Webhooks.DefaultURL, c.Webhooks.Secret = "example.com/hook", "k" }, "webhooks.default_url: must be \"\" or an absolute http or https URL"},
+		{"a webhook default URL needs a secret", func(c *Config) {
+			if c.Webhooks.DefaultURL == "" {
+				c.Webhooks.DefaultURL = "https://example.com/hook"
+			}
+			c.Webhooks.Secret = ""
+		}, "webhooks.secret: must be set when webhooks.default_url is set"},
+		{"webhooks have a receiver to try", func(c *Config) { c.Webhooks.PerHostConcurrency = 0 }, "webhooks.per_host_concurrency: must be > 0, got 0"},
+		{"webhook backoff grows", func(c *Config) { c.Webhooks.BackoffMax = time.Millisecond }, "webhooks.backoff_max: must be >= webhooks.backoff_min"},
 		{"the log level is a known one", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error; got "verbose"`},
 		{"the log format is a known one", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json; got "xml"`},
 		{"blacklist files are checked now and then", func(c *Config) { c.Blacklist.PollInterval = 0 }, "blacklist.poll_interval: must be > 0, got 0s"},

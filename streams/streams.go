@@ -33,6 +33,7 @@ const (
 	Inbound  = "SMS_INBOUND"
 
 	ReceiptTimers = "SMS_RECEIPT_TIMERS" // receipt timeouts, as message schedules
+	Counts        = "SMS_COUNTS"
 )
 
 // KV bucket names.
@@ -49,6 +50,7 @@ const (
 const (
 	BucketBlacklist       = "sms_blacklist"
 	ObjectBucketBlacklist = "sms_blacklist"
+	BucketWebhooks        = "sms_webhooks"
 )
 
 // Consumer durable names.
@@ -59,6 +61,8 @@ const (
 	ConsumerReceiptTimers   = "receipt-timers"   // on SMS_STATUS: a timeout per submitted message
 	ConsumerReceiptTimeouts = "receipt-timeouts" // on SMS_RECEIPT_TIMERS: the timeouts that fired
 	ConsumerReceiptRechecks = "receipt-rechecks" // on SMS_RECEIPT_TIMERS: parked receipts, due again
+	ConsumerStatus          = "status"
+	ConsumerWebhooks        = "webhooks"
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -211,7 +215,7 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	}
 	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
 		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
-		{ReceiptTimers, ConsumerReceiptRechecks}} {
+		{ReceiptTimers, ConsumerReceiptRechecks}, {Status, ConsumerStatus}, {Status, ConsumerWebhooks}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err

@@ -23,7 +23,7 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true,
-		streams.ReceiptTimers: true}
+		streams.ReceiptTimers: true, streams.Counts: true}
 	for _, c := range ss {
 		if !want[c.Name] {
 			t.Errorf("unexpected stream %s", c.Name)
@@ -58,7 +58,7 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 	if ei, _ := eg.Info(ctx); ei.Config.Retention != jetstream.WorkQueuePolicy {
 		t.Errorf("SMS_EGRESS retention = %v, want work-queue", ei.Config.Retention)
 	}
-	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks, streams.BucketReceiptParts} {
+	for _, b := range []string{streams.BucketDLRIndex, streams.BucketStatus, streams.BucketPacing, streams.BucketLinks, streams.BucketReceiptParts, streams.BucketWebhooks} {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			t.Errorf("kv %s: %v", b, err)
 		}

@@ -103,6 +103,9 @@ type Event struct {
 	Parts    int       `json:"parts,omitempty"`
 	Code     int       `json:"code,omitempty"`    // SMPP command_status, or the receipt's err
 	Attempt  int       `json:"attempt,omitempty"` // delivery attempt of the stage that wrote it
+	// CallbackURL is the envelope's callback_url, on the events policy
+	// writes; the webhooks stage POSTs every status of the message there.
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // Subject is the subject of a message's events.
@@ -204,59 +207,55 @@ func eventMsgID(ev Event) string {
 // Latest returns the newest event of a message.
 func (p *Publisher) Latest(ctx context.Context, id string) (Event, error) {
 	raw, err := p.stream.GetLastMsgForSubject(ctx, Subject(id))
+	return decodeOne(raw, err, "latest", id)
+}
+
+// decodeOne is the event of a direct get's answer (raw, err), named what for
+// errors: ErrNotFound when the message has none.
+func decodeOne(raw *jetstream.RawStreamMsg, err error, what, id string) (Event, error) {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return Event{}, ErrNotFound
 	}
 	if err != nil {
-		return Event{}, fmt.Errorf("status: latest of %s: %w", id, err)
+		return Event{}, fmt.Errorf("status: %s of %s: %w", what, id, err)
 	}
 	var ev Event
 	if err := json.Unmarshal(raw.Data, &ev); err != nil {
-		return Event{}, fmt.Errorf("status: decode latest of %s: %w", id, err)
+		return Event{}, fmt.Errorf("status: decode %s of %s: %w", what, id, err)
 	}
 	return ev, nil
 }
 
 // History returns every event of a message, oldest first, up to max events.
+// It walks the message's subject with direct gets (next message on the
+// subject from a sequence), one request per event: no consumer is made, so a
+// dashboard polling it every second leaves nothing behind on the server.
 func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, error) {
-	last, err := p.stream.GetLastMsgForSubject(ctx, Subject(id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("status: history of %s: %w", id, err)
-	}
-	// A short inactive threshold: each call makes a consumer, and a dashboard
-	// polling every second must not leave thousands behind on the server.
-	c, err := p.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(id)}, InactiveThreshold: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("status: history of %s: %w", id, err)
-	}
-	// FetchNoWait answers with what is stored now and returns: no fetch is
-	// left pending when History returns. Each batch is read to its end.
 	var out []Event
-	for len(out) < max {
-		batch, err := c.FetchNoWait(max - len(out))
+	for seq := uint64(1); len(out) < max; {
+		raw, err := p.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(Subject(id)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
 		if err != nil {
 			return out, fmt.Errorf("status: history of %s: %w", id, err)
 		}
-		n, done := 0, false
-		for m := range batch.Messages() {
-			n++
-			var ev Event
-			if json.Unmarshal(m.Data(), &ev) == nil && len(out) < max {
-				out = append(out, ev)
-			}
-			if md, err := m.Metadata(); err == nil && md.Sequence.Stream >= last.Sequence {
-				done = true
-			}
+		var ev Event
+		if json.Unmarshal(raw.Data, &ev) == nil {
+			out = append(out, ev)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return out, fmt.Errorf("status: history of %s: %w", id, err)
-		}
-		if done || n == 0 {
-			return out, nil
-		}
+		seq = raw.Sequence + 1
+	}
+	if len(out) == 0 {
+		return nil, ErrNotFound
 	}
 	return out, nil
+}
+
+// First returns the oldest event of a message still in the stream: the one
+// policy wrote, with its campaign and callback_url, which later stages' events
+// may leave out. One direct get.
+func (p *Publisher) First(ctx context.Context, id string) (Event, error) {
+	raw, err := p.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(Subject(id)))
+	return decodeOne(raw, err, "first", id)
 }

@@ -9,20 +9,13 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/pkg/status/statustest"
 	"github.com/smsflow/smsflow/streams"
 )
 
 func newPublisher(t *testing.T) *status.Publisher {
 	t.Helper()
-	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
-	ctx := context.Background()
-	if err := streams.Apply(ctx, js, nil); err != nil {
-		t.Fatal(err)
-	}
-	p, err := status.NewPublisher(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, p := statustest.Setup(t)
 	return p
 }
 

@@ -47,6 +47,8 @@ type API struct {
 	log  *slog.Logger
 	m    *Metrics
 	now  func() time.Time
+
+	campaigns campaignReader // GET /v1/campaigns, in campaigns.go
 }
 
 // New makes the API.
@@ -65,6 +67,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", a.post)
 	mux.HandleFunc("GET /v1/messages/{id}", a.get)
 	mux.HandleFunc("DELETE /v1/messages/{id}", a.cancel) // cancel.go
+	mux.HandleFunc("GET /v1/campaigns/{campaign}", a.getCampaign)
 	mux.HandleFunc("GET /v1/links", a.listLinks)
 	mux.HandleFunc("POST /v1/links/{name}/pause", a.pauseLink(true))
 	mux.HandleFunc("POST /v1/links/{name}/resume", a.pauseLink(false))

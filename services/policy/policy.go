@@ -112,7 +112,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if m.TTL > 0 {
 		m.ExpiresAt = m.AcceptedAt.Add(m.TTL)
 	}
-	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: eventCampaign(m.Campaign), At: m.AcceptedAt}); err != nil {
+	if err := s.pub.Publish(ctx, status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: eventCampaign(m.Campaign), At: m.AcceptedAt, CallbackURL: m.CallbackURL}); err != nil {
 		return s.retry(msg, err)
 	}
 	m, ferrs := envelope.Prepare(m, s.now(), s.opts.Region, s.opts.MaxChars)

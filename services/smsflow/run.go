@@ -31,11 +31,13 @@ import (
 	"github.com/smsflow/smsflow/services/policy"
 	"github.com/smsflow/smsflow/services/receipts"
 	"github.com/smsflow/smsflow/services/smscsim"
+	"github.com/smsflow/smsflow/services/statusindex"
+	"github.com/smsflow/smsflow/services/webhooks"
 	"github.com/smsflow/smsflow/streams"
 )
 
 // allStages are the stages `run` starts when --stages is not given.
-var allStages = []string{"policy", "egress", "receipts", "http"}
+var allStages = []string{"policy", "egress", "receipts", "http", "status", "webhooks"}
 
 func runCommand(ctx context.Context, args []string, stderr io.Writer, environ func() []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -191,6 +193,19 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			ReceiptTimeout: cfg.Receipts.ReceiptTimeout, ReceiptIDs: receiptIDForms(cfg)},
 			log.With("stage", "receipts"), receipts.NewMetrics(reg))
 		g.Go(func() error { return rc.Run(gctx) })
+	}
+	if stages["status"] {
+		ix := statusindex.New(b.JS, pub, statusindex.Options{Grace: cfg.Egress.ShutdownGrace},
+			log.With("stage", "status"), statusindex.NewMetrics(reg))
+		g.Go(func() error { return ix.Run(gctx) })
+	}
+	if stages["webhooks"] {
+		w := cfg.Webhooks
+		wh := webhooks.New(b.JS, pub, webhooks.Options{
+			DefaultURL: w.DefaultURL, Secret: w.Secret, MaxAge: w.MaxAge, PerHost: w.PerHostConcurrency,
+			Timeout: w.Timeout, BackoffMin: w.BackoffMin, BackoffMax: w.BackoffMax, Grace: cfg.Egress.ShutdownGrace,
+		}, log.With("stage", "webhooks"), webhooks.NewMetrics(reg))
+		g.Go(func() error { return wh.Run(gctx) })
 	}
 	if stages["http"] {
 		api := ingest.New(b.JS, pub, ingest.Options{
