@@ -83,6 +83,14 @@ type Link struct {
 	// "text" (default, ""), "decimal" or "hex" (see dlr.CanonicalID).
 	RespIDForm    string `koanf:"resp_id_form"`
 	ReceiptIDForm string `koanf:"receipt_id_form"`
+	// SMPP depth (issue 5): several binds, the bind type, TLS, long messages.
+	Sessions              int           `koanf:"sessions"`     // binds kept, each with its own window; 0: 1
+	BindMode              string        `koanf:"bind_mode"`    // "trx" (transceiver, also when "") or "tx_rx" (transmitter + receiver)
+	EnquireLink           time.Duration `koanf:"enquire_link"` // 0: 10s
+	TLS                   bool          `koanf:"tls"`
+	TLSCA                 string        `koanf:"tls_ca"` // PEM file of the CA to trust; "": the system roots
+	TLSInsecureSkipVerify bool          `koanf:"tls_insecure_skip_verify"`
+	Split                 string        `koanf:"split"` // "udh" (also when "") or "sar": how long-message parts are tied
 }
 
 // Pool is a group of links that messages are routed to.

@@ -100,6 +100,15 @@ func (c Config) validateLink(v *validator, name string, l Link) {
 		v.addf("%s.price: must be a number >= 0, got %v", key, l.Price)
 	}
 	validateIDForms(v, key, l)
+	v.atLeast(key+".sessions", int64(l.Sessions), 0)
+	v.oneOf(key+".bind_mode", l.BindMode, "", "trx", "tx_rx")
+	v.oneOf(key+".split", l.Split, "", "udh", "sar")
+	if l.EnquireLink != 0 {
+		v.atLeastDuration(key+".enquire_link", l.EnquireLink, 10*time.Second) // go-smpp's minimum
+	}
+	if !l.TLS && (l.TLSCA != "" || l.TLSInsecureSkipVerify) {
+		v.addf("%s: tls_ca and tls_insecure_skip_verify need tls = true", key)
+	}
 }
 
 // validateIDForms checks a link's SMSC id forms: each text, decimal or hex,

@@ -207,3 +207,34 @@ func TestAPoolNameEndingInPriorityIsRefused(t *testing.T) {
 		t.Fatalf("err = %v, want one naming pools.bulk-priority", err)
 	}
 }
+
+func TestValidateTheSMPPLinkKeys(t *testing.T) {
+	bad := []struct {
+		name  string
+		spoil func(l *Link)
+		want  string
+	}{
+		{"sessions are not negative", func(l *Link) { l.Sessions = -1 }, "links.sim1.sessions: must be >= 0, got -1"},
+		{"bind_mode is trx or tx_rx", func(l *Link) { l.BindMode = "rx" }, `links.sim1.bind_mode: must be one of , trx, tx_rx; got "rx"`},
+		{"split is udh or sar", func(l *Link) { l.Split = "payload" }, `links.sim1.split: must be one of , udh, sar; got "payload"`},
+		{"enquire_link is at least go-smpp's 10s", func(l *Link) { l.EnquireLink = time.Second }, "links.sim1.enquire_link: must be >= 10s, got 1s"},
+		{"tls_ca needs tls", func(l *Link) { l.TLSCA = "ca.pem" }, "links.sim1: tls_ca and tls_insecure_skip_verify need tls = true"},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			c := defaults(t)
+			setLink(&c, "sim1", b.spoil)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), b.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, b.want)
+			}
+		})
+	}
+	c := defaults(t)
+	setLink(&c, "sim1", func(l *Link) {
+		l.Sessions, l.BindMode, l.Split, l.EnquireLink, l.TLS, l.TLSCA = 3, "tx_rx", "sar", 30*time.Second, true, "ca.pem"
+	})
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a full SMPP setting: %v", err)
+	}
+}

@@ -31,6 +31,8 @@ type Health struct {
 	EffectiveRate  float64   `json:"effective_rate"` // lowered after throttles
 	Throttles      int64     `json:"throttles"`      // ESME_RTHROTTLED answers seen by this instance
 	LastError      string    `json:"last_error,omitempty"`
+	Binds          int       `json:"binds"`        // SMPP binds up now (a tx_rx session is two)
+	BindsWanted    int       `json:"binds_wanted"` // binds the link keeps: sessions, x2 for tx_rx
 	UpdatedAt      time.Time `json:"updated_at"`
 }
 

@@ -1,8 +1,12 @@
 package smpplink
 
 import (
+	"encoding/binary"
+	"fmt"
+
 	"github.com/fiorix/go-smpp/smpp/encoding"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutext"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 )
 
 // Single-part limits: 160 GSM 7-bit septets (an extension character such as
@@ -12,17 +16,37 @@ const (
 	maxUCS2Bytes   = 140
 )
 
-// Per-part limits of a concatenated message, whose 7-byte UDH (16-bit
-// reference) takes 8 of the 160 septets, or 7 of the 140 octets (keeping
-// UCS-2 parts to whole units).
+// Per-part limits of a concatenated message. The 6-octet UDH (8-bit
+// reference) takes 7 of the 160 septets over the air, leaving 153, or 6 of
+// the 140 octets, leaving 134 (67 UCS-2 units). SAR parts are held to the
+// same sizes, so a text splits alike either way.
 const (
-	partGSM7Septets = 152
-	partUCS2Bytes   = 132
-	maxParts        = 255 // the UDH counts parts in one octet
+	partGSM7Septets = 153
+	partUCS2Bytes   = 134
+	maxParts        = 255 // the UDH and sar_total_segments count parts in one octet
 )
 
 // esmUDHI is the esm_class bit saying short_message starts with a UDH.
 const esmUDHI = 0x40
+
+// Split is how the parts of a long message are tied together.
+type Split string
+
+const (
+	SplitUDH Split = "udh" // a concatenation UDH in each short_message (esm_class 0x40)
+	SplitSAR Split = "sar" // the sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs
+)
+
+// ParseSplit checks a link's split setting; "" is SplitUDH.
+func ParseSplit(s string) (Split, error) {
+	switch Split(s) {
+	case "", SplitUDH:
+		return SplitUDH, nil
+	case SplitSAR:
+		return SplitSAR, nil
+	}
+	return "", fmt.Errorf("split must be %q or %q, got %q", SplitUDH, SplitSAR, s)
+}
 
 // Encode picks the alphabet for text: GSM 03.38 7-bit when every character is
 // in it (extension table included), UCS-2 otherwise. single reports whether
@@ -36,13 +60,12 @@ func Encode(text string) (codec pdutext.Codec, single bool) {
 	return c, len(c.Encode()) <= maxUCS2Bytes
 }
 
-// split cuts an encoded text into the short_message of each part of a
-// concatenated message, each led by a UDH with reference ref. Unlike
-// go-smpp's SubmitLongMsg it never cuts a GSM escape pair (€ would arrive
-// as a space and an "e") or a UTF-16 surrogate pair (an emoji would arrive
-// as two replacement characters): handsets decode each part on its own.
-// It returns nil when the text needs more than 255 parts.
-func split(codec pdutext.Codec, ref uint16) [][]byte {
+// segments cuts an encoded text into the bodies of the parts of a
+// concatenated message. Unlike go-smpp's SubmitLongMsg it never cuts a GSM
+// escape pair (€ would arrive as a space and an "e") or a UTF-16 surrogate
+// pair (an emoji would arrive as two replacement characters): handsets decode
+// each part on its own. It returns nil when the text needs more than 255 parts.
+func segments(codec pdutext.Codec) [][]byte {
 	data := codec.Encode()
 	var bodies [][]byte
 	for start := 0; start < len(data); {
@@ -66,23 +89,50 @@ func split(codec pdutext.Codec, ref uint16) [][]byte {
 		}
 		bodies = append(bodies, data[start:end])
 		start = end
+		if len(bodies) > maxParts {
+			return nil
+		}
 	}
-	if len(bodies) > maxParts {
+	return bodies
+}
+
+// split makes the parts of a long text, tied by ref in the way mode says.
+// It returns nil when the text needs more than 255 parts.
+func split(codec pdutext.Codec, mode Split, ref uint16) []part {
+	bodies := segments(codec)
+	if bodies == nil {
 		return nil
 	}
-	parts := make([][]byte, len(bodies))
+	parts := make([]part, len(bodies))
 	for i, b := range bodies {
-		udh := []byte{0x06, 0x08, 0x04, byte(ref >> 8), byte(ref), byte(len(bodies)), byte(i + 1)}
-		parts[i] = append(udh, b...)
+		p := part{dcs: codec.Type()}
+		if mode == SplitSAR {
+			var r [2]byte
+			binary.BigEndian.PutUint16(r[:], ref)
+			p.data = b
+			p.tlv = pdutlv.Fields{
+				pdutlv.TagSarMsgRefNum:     r[:],
+				pdutlv.TagSarTotalSegments: []byte{byte(len(bodies))},
+				pdutlv.TagSarSegmentSeqnum: []byte{byte(i + 1)},
+			}
+		} else {
+			udh := []byte{0x05, 0x00, 0x03, byte(ref), byte(len(bodies)), byte(i + 1)}
+			p.data = append(udh, b...)
+			p.esm = esmUDHI
+		}
+		parts[i] = p
 	}
 	return parts
 }
 
-// part is the short_message of one part, UDH included, already encoded in
-// the message's data_coding.
+// part is one submit_sm of a long message: its short_message (UDH included
+// when there is one), already encoded in the message's data_coding, and its
+// esm_class and TLVs.
 type part struct {
 	dcs  pdutext.DataCoding
 	data []byte
+	esm  uint8
+	tlv  pdutlv.Fields
 }
 
 func (p part) Type() pdutext.DataCoding { return p.dcs }

@@ -1,14 +1,20 @@
-// Package smpplink is one SMPP link to an SMSC: a go-smpp transceiver bind
-// with a window of in-flight submits, a configured response timeout, bind
-// state, and submit errors classified once, where SMPP meets the pipeline.
+// Package smpplink is one SMPP link to an SMSC: one or more sessions, each a
+// go-smpp transceiver, or a transmitter and a receiver, over TCP or TLS, with
+// a window of in-flight submits per session, a configured response timeout,
+// bind state, texts encoded (GSM 03.38 or UCS-2) and split (UDH or SAR), and
+// submit errors classified once, where SMPP meets the pipeline.
 package smpplink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +23,31 @@ import (
 	"github.com/fiorix/go-smpp/smpp/pdu"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutext"
+	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 )
+
+// binder is one go-smpp client (or the link's own receiver): Bind starts it
+// and reports its connection status until Close ends it.
+type binder interface {
+	Bind() <-chan smpp.ConnStatus
+	Close() error
+}
+
+// submitter is a binder that can submit: a transceiver or a transmitter.
+type submitter interface {
+	binder
+	Submit(*smpp.ShortMessage) (*smpp.ShortMessage, error)
+}
+
+// slot is one bind of the link, kept bound by its own supervisor: a
+// transceiver or transmitter with its own window, or a receiver (tx_rx).
+type slot struct {
+	n      int           // 1-based, in logs
+	rx     bool          // a receiver: deliver_sm only, never submitted on
+	window chan struct{} // submits in flight on this bind; nil for a receiver
+	lost   chan binder   // a session Submit found dead (see reportLost)
+	conn   binder        // the bound session; nil while unbound (guarded by Link.mu)
+}
 
 // Config is what a link needs to bind. Password is the plain secret: the
 // caller reveals it here and nothing in this package logs it.
@@ -31,6 +61,33 @@ type Config struct {
 	RespTimeout  time.Duration // submit_sm_resp timeout; 5s when 0
 	BindInterval time.Duration // wait between bind attempts; 1s when 0
 	EnquireLink  time.Duration // enquire_link interval; 10s when 0 (go-smpp's minimum)
+	// Sessions is how many binds the link keeps (each with its own Window of
+	// submits in flight), where the SMSC allows several; 1 when 0.
+	Sessions int
+	// BindMode is BindTRX (one transceiver per session, the default) or
+	// BindTXRX (a transmitter for submits and a receiver for deliver_sm).
+	BindMode BindMode
+	TLS      *tls.Config // nil: plain TCP
+	Split    Split       // how long messages are tied together; SplitUDH when ""
+}
+
+// BindMode is how a session binds.
+type BindMode string
+
+const (
+	BindTRX  BindMode = "trx"   // bind_transceiver: submits and deliver_sm on one connection
+	BindTXRX BindMode = "tx_rx" // bind_transmitter + bind_receiver: two connections per session
+)
+
+// ParseBindMode checks a link's bind_mode setting; "" is BindTRX.
+func ParseBindMode(s string) (BindMode, error) {
+	switch BindMode(s) {
+	case "", BindTRX:
+		return BindTRX, nil
+	case BindTXRX:
+		return BindTXRX, nil
+	}
+	return "", fmt.Errorf("bind_mode must be %q or %q, got %q", BindTRX, BindTXRX, s)
 }
 
 // Deliver receives each deliver_sm of the link. It runs on the link's read
@@ -39,9 +96,11 @@ type Config struct {
 // since every submit_sm_resp of the link waits behind it.
 type Deliver func(p pdu.Body)
 
-// Link is a bound (or binding) SMPP session. Safe for concurrent use.
+// Link is an SMPP link of Sessions binds (two each in tx_rx mode), each
+// bound (or binding) on its own. Safe for concurrent use. A submit goes to
+// the bound session with the fewest in flight.
 //
-// The link reconnects by itself, but not with go-smpp's reconnect: in the
+// Every bind reconnects by itself, but not with go-smpp's reconnect: in the
 // pinned version, client.Bind replaces its inbox channel on each reconnect
 // while the previous session's reader may still read it (a data race). So
 // go-smpp's own retry is parked (BindInterval of a day) and, on any status
@@ -50,17 +109,17 @@ type Deliver func(p pdu.Body)
 type Link struct {
 	cfg     Config
 	deliver Deliver
-	window  chan struct{}
-	bound   atomic.Bool
+	window  chan struct{} // submits in flight on the whole link: Window x Sessions
+	slots   []*slot
+	bound   atomic.Bool   // some session can submit
+	ref     atomic.Uint32 // reference of the next long message: consecutive, so 256 in a row differ
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	tx      *smpp.Transceiver // the bound session; nil while unbound
-	boundCh chan struct{}     // closed and replaced on each change of bound
+	boundCh chan struct{} // closed and replaced on each change of bound
 	lastErr error
 
-	lost      chan *smpp.Transceiver // a session Submit found dead (see reportLost)
-	closing   chan struct{}          // closed when Close begins: no new submits
+	closing   chan struct{} // closed when Close begins: no new submits
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -78,20 +137,41 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 	if cfg.BindInterval <= 0 {
 		cfg.BindInterval = time.Second
 	}
+	cfg.Sessions = max(cfg.Sessions, 1)
+	if cfg.BindMode == "" {
+		cfg.BindMode = BindTRX
+	}
+	if cfg.Split == "" {
+		cfg.Split = SplitUDH
+	}
 	l := &Link{
 		cfg:     cfg,
 		deliver: deliver,
-		window:  make(chan struct{}, cfg.Window),
+		window:  make(chan struct{}, cfg.Window*cfg.Sessions),
 		log:     log,
 		boundCh: make(chan struct{}),
-		lost:    make(chan *smpp.Transceiver, 1),
 		closing: make(chan struct{}),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	go l.supervise()
+	l.ref.Store(rand.Uint32())
+	for i := range cfg.Sessions {
+		l.slots = append(l.slots, &slot{n: i + 1, window: make(chan struct{}, cfg.Window), lost: make(chan binder, 1)})
+		if cfg.BindMode == BindTXRX {
+			l.slots = append(l.slots, &slot{n: i + 1, rx: true, lost: make(chan binder, 1)})
+		}
+	}
+	var wg sync.WaitGroup
+	for _, s := range l.slots {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.supervise(s) }()
+	}
+	go func() { wg.Wait(); close(l.done) }()
 	return l
 }
+
+// Window is how many submits the link takes in flight: Window per session.
+func (l *Link) Window() int { return cap(l.window) }
 
 // parked is go-smpp's own retry interval: long enough never to fire, since
 // the supervisor replaces a session that is not bound.
@@ -109,36 +189,44 @@ const (
 // dead before go-smpp reported it.
 var errSessionLost = errors.New("smpp session lost")
 
-func (l *Link) newTransceiver() *smpp.Transceiver {
-	return &smpp.Transceiver{
-		Addr:        l.cfg.Addr,
-		User:        l.cfg.SystemID,
-		Passwd:      l.cfg.Password,
-		SystemType:  l.cfg.SystemType,
-		EnquireLink: l.cfg.EnquireLink,
-		// The pinned go-smpp fails a submit at once with ErrMaxWindowSize when
-		// its window is full; the window channel of Link waits instead, so
-		// go-smpp's own window stays off (0).
-		RespTimeout:  l.cfg.RespTimeout,
-		BindInterval: parked,
-		Handler: func(p pdu.Body) {
-			if p.Header().ID == pdu.DeliverSMID && l.deliver != nil {
-				l.deliver(p)
-			}
-		},
+// newConn makes a fresh, unbound client for slot s.
+//
+// The pinned go-smpp fails a submit at once with ErrMaxWindowSize when its
+// window is full; the window channels of Link wait instead, so go-smpp's own
+// window stays off (0). Its response timeout (1s by default) is the link's.
+func (l *Link) newConn(s *slot) binder {
+	handler := func(p pdu.Body) {
+		if p.Header().ID == pdu.DeliverSMID && l.deliver != nil {
+			l.deliver(p)
+		}
+	}
+	switch {
+	case s.rx:
+		// go-smpp's Receiver sends deliver_sm_resp before its handler runs,
+		// which would acknowledge a receipt not yet stored: the link has its
+		// own receiver.
+		return &receiver{addr: l.cfg.Addr, tls: l.cfg.TLS, user: l.cfg.SystemID, passwd: l.cfg.Password,
+			systemType: l.cfg.SystemType, enquireLink: l.cfg.EnquireLink, handler: handler}
+	case l.cfg.BindMode == BindTXRX:
+		return &smpp.Transmitter{Addr: l.cfg.Addr, User: l.cfg.SystemID, Passwd: l.cfg.Password,
+			SystemType: l.cfg.SystemType, EnquireLink: l.cfg.EnquireLink, TLS: l.cfg.TLS,
+			RespTimeout: l.cfg.RespTimeout, BindInterval: parked}
+	default:
+		return &smpp.Transceiver{Addr: l.cfg.Addr, User: l.cfg.SystemID, Passwd: l.cfg.Password,
+			SystemType: l.cfg.SystemType, EnquireLink: l.cfg.EnquireLink, TLS: l.cfg.TLS,
+			RespTimeout: l.cfg.RespTimeout, BindInterval: parked, Handler: handler}
 	}
 }
 
-// supervise keeps one session bound until Close.
-func (l *Link) supervise() {
-	defer close(l.done)
+// supervise keeps slot s bound until Close.
+func (l *Link) supervise(s *slot) {
 	failures := 0
 	for {
-		tx := l.newTransceiver()
-		status := tx.Bind()
-		up, stopped := l.run(tx, status)
-		l.setSession(nil, nil)
-		_ = tx.Close() // unbind (bounded by go-smpp to 1s) and stop its loops
+		c := l.newConn(s)
+		status := c.Bind()
+		up, stopped := l.run(s, c, status)
+		l.setSession(s, nil, nil)
+		_ = c.Close() // unbind (bounded by go-smpp to 1s) and stop its loops
 		l.awaitEnd(status)
 		if stopped {
 			return
@@ -155,7 +243,7 @@ func (l *Link) supervise() {
 
 // run follows one session until it is no longer bound or Close is called.
 // up reports whether it was ever bound; stopped, whether Close ended it.
-func (l *Link) run(tx *smpp.Transceiver, status <-chan smpp.ConnStatus) (up, stopped bool) {
+func (l *Link) run(s *slot, c binder, status <-chan smpp.ConnStatus) (up, stopped bool) {
 	heard := false
 	for {
 		select {
@@ -166,22 +254,22 @@ func (l *Link) run(tx *smpp.Transceiver, status <-chan smpp.ConnStatus) (up, sto
 			heard = true
 			if st.Status() == smpp.Connected {
 				up = true
-				l.setSession(tx, nil)
-				l.log.Info("smpp bound", "addr", l.cfg.Addr, "system_id", l.cfg.SystemID)
+				l.setSession(s, c, nil)
+				l.log.Info("smpp bound", "addr", l.cfg.Addr, "system_id", l.cfg.SystemID, "session", s.n, "receiver", s.rx)
 				continue
 			}
-			l.setSession(nil, st.Error())
-			l.log.Warn("smpp not bound", "state", st.Status().String(), "err", st.Error())
+			l.setSession(s, nil, st.Error())
+			l.log.Warn("smpp not bound", "state", st.Status().String(), "err", st.Error(), "session", s.n, "receiver", s.rx)
 			return up, false
-		case dead := <-l.lost:
-			if dead != tx {
+		case dead := <-s.lost:
+			if dead != c {
 				continue // a report about an earlier session
 			}
 			// go-smpp sends its statuses without blocking into a channel of
 			// one: a Disconnected right after Connected can be dropped,
 			// which would leave this session "bound" for ever.
-			l.setSession(nil, errSessionLost)
-			l.log.Warn("smpp not bound", "state", "lost", "err", errSessionLost)
+			l.setSession(s, nil, errSessionLost)
+			l.log.Warn("smpp not bound", "state", "lost", "err", errSessionLost, "session", s.n)
 			return up, false
 		case <-l.stop:
 			if !heard {
@@ -219,10 +307,10 @@ func (l *Link) awaitEnd(status <-chan smpp.ConnStatus) {
 	}
 }
 
-// reportLost tells the supervisor that a submit on tx found no connection.
-func (l *Link) reportLost(tx *smpp.Transceiver) {
+// reportLost tells the supervisor of s that a submit on c found no connection.
+func (l *Link) reportLost(s *slot, c binder) {
 	select {
-	case l.lost <- tx:
+	case s.lost <- c:
 	default:
 	}
 }
@@ -245,31 +333,62 @@ func (l *Link) wait(d time.Duration) bool {
 	}
 }
 
-// setSession makes tx the bound session (nil: unbound) and records err.
-// Submit sees a transceiver only once go-smpp reported it Connected, which is
-// after Transceiver.Bind has set its fields.
-func (l *Link) setSession(tx *smpp.Transceiver, err error) {
+// setSession makes c the bound session of s (nil: unbound) and records err.
+// Submit sees a session only once go-smpp reported it Connected, which is
+// after its Bind has set its fields.
+func (l *Link) setSession(s *slot, c binder, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
 		l.lastErr = err
 	}
-	l.tx = tx
-	if up := tx != nil; l.bound.Load() != up {
+	s.conn = c
+	up := false
+	for _, s := range l.slots {
+		up = up || (!s.rx && s.conn != nil)
+	}
+	if l.bound.Load() != up {
 		l.bound.Store(up)
 		close(l.boundCh)
 		l.boundCh = make(chan struct{})
 	}
 }
 
-func (l *Link) session() *smpp.Transceiver {
+// session picks the bound submitting session with the fewest submits in
+// flight, nil when none is bound.
+func (l *Link) session() (*slot, submitter) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.tx
+	var best *slot
+	for _, s := range l.slots {
+		if s.rx || s.conn == nil {
+			continue
+		}
+		if best == nil || len(s.window) < len(best.window) {
+			best = s
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	return best, best.conn.(submitter)
 }
 
-// Bound reports whether the link is bound now.
+// Bound reports whether the link is bound now: some session can submit.
 func (l *Link) Bound() bool { return l.bound.Load() }
+
+// Binds is how many of the link's binds are up now, receivers included, and
+// how many it keeps.
+func (l *Link) Binds() (up, want int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.slots {
+		if s.conn != nil {
+			up++
+		}
+	}
+	return up, len(l.slots)
+}
 
 // LastError is the most recent bind or connection error, nil if none.
 func (l *Link) LastError() error {
@@ -328,17 +447,27 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 		return Result{}, l.fail(ctx.Err())
 	}
 	defer func() { <-l.window }()
-	tx := l.session()
+	s, tx := l.session()
 	if tx == nil || l.isClosing() {
 		return Result{}, l.fail(smpp.ErrNotBound)
 	}
+	// The link's window has room, so some session's has too, unless a
+	// session went down and left its share to the others: wait for one.
+	select {
+	case s.window <- struct{}{}:
+	case <-l.closing:
+		return Result{}, l.fail(smpp.ErrNotBound)
+	case <-ctx.Done():
+		return Result{}, l.fail(ctx.Err())
+	}
+	defer func() { <-s.window }()
 	codec, single := Encode(m.Text)
 	src := m.Src
 	if isDigits(src) {
 		src = trimPlus(src)
 	}
-	short := func(text pdutext.Codec, esm uint8) *smpp.ShortMessage {
-		sm := &smpp.ShortMessage{Src: src, Dst: trimPlus(m.Dst), Text: text, ESMClass: esm,
+	short := func(text pdutext.Codec, esm uint8, tlv pdutlv.Fields) *smpp.ShortMessage {
+		sm := &smpp.ShortMessage{Src: src, Dst: trimPlus(m.Dst), Text: text, ESMClass: esm, TLVFields: tlv,
 			SourceAddrTON: srcTON(m.Src), SourceAddrNPI: srcNPI(m.Src), DestAddrTON: 1, DestAddrNPI: 1}
 		if m.Receipt {
 			sm.Register = pdufield.FinalDeliveryReceipt
@@ -351,13 +480,15 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 		}
 	}
 	if single {
-		r, err := tx.Submit(short(codec, 0))
+		r, err := tx.Submit(short(codec, 0, nil))
 		if err != nil {
-			return Result{}, l.failOn(tx, err)
+			return Result{}, l.failOn(s, tx, err)
 		}
 		return Result{IDs: []string{r.RespID()}}, nil
 	}
-	parts := split(codec, uint16(rand.IntN(1<<16)))
+	// The UDH reference has 8 bits: a random one would repeat within a few
+	// dozen long messages to one handset, which would then merge them.
+	parts := split(codec, l.cfg.Split, uint16(l.ref.Add(1)))
 	if parts == nil {
 		return Result{}, &SubmitError{Link: l.cfg.Name, Class: Permanent, Err: ErrTooLong}
 	}
@@ -370,10 +501,10 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 				return Result{}, se
 			}
 		}
-		r, err := tx.Submit(short(part{dcs: codec.Type(), data: p}, esmUDHI))
+		r, err := tx.Submit(short(p, p.esm, p.tlv))
 		if err != nil {
 			// The parts already accepted stay sent: a retry sends them again.
-			se := l.failOn(tx, err)
+			se := l.failOn(s, tx, err)
 			se.Sent = len(ids)
 			return Result{}, se
 		}
@@ -385,11 +516,11 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 // ErrTooLong is the error of a text that needs more than 255 parts.
 var ErrTooLong = errors.New("smpplink: text needs more than 255 parts")
 
-// failOn is fail for an error of session tx; ErrNotConnected means go-smpp
-// has no connection there any more, which the supervisor must hear of.
-func (l *Link) failOn(tx *smpp.Transceiver, err error) *SubmitError {
+// failOn is fail for an error of session c of s; ErrNotConnected means
+// go-smpp has no connection there any more, which the supervisor must hear of.
+func (l *Link) failOn(s *slot, c binder, err error) *SubmitError {
 	if errors.Is(err, smpp.ErrNotConnected) {
-		l.reportLost(tx)
+		l.reportLost(s, c)
 	}
 	return l.fail(err)
 }
@@ -487,3 +618,26 @@ func (c Config) String() string { // never prints the password
 // LogValue keeps the password out of structured logs too (a JSON handler
 // would otherwise print every field).
 func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// TLSConfig is the client TLS setting of a link to addr: the system roots,
+// or only the PEM certificates in caFile when it is set; skipVerify turns
+// certificate checks off (test SMSCs only).
+func TLSConfig(addr, caFile string, skipVerify bool) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("smpplink: tls: address %q: %w", addr, err)
+	}
+	c := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: skipVerify} //nolint:gosec // opt-in, for test SMSCs
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("smpplink: tls_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("smpplink: tls_ca %s: no PEM certificate in it", caFile)
+		}
+		c.RootCAs = pool
+	}
+	return c, nil
+}

@@ -90,6 +90,7 @@ func (s *Stage) health(lo LinkOptions, link *smpplink.Link, p *pace, gate *pause
 	if err := link.LastError(); err != nil {
 		h.LastError = err.Error()
 	}
+	h.Binds, h.BindsWanted = link.Binds()
 	return h
 }
 

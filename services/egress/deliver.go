@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/smpplink"
 )
 
 // esm_class bits 2-5 give the message type; 0x04 is an SMSC delivery
@@ -26,13 +27,14 @@ const esmTypeMask = 0x3C
 // submit_sm_resps, which is the right thing while NATS is unreachable.
 func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logger) func(p pdu.Body) {
 	return func(p pdu.Body) {
-		rec := record(link, p, time.Now().UTC())
-		isReceipt := rec.ESMClass&esmTypeMask != 0
-		subject, stored := "sms.inbound."+link, s.m.inbound
-		if isReceipt {
-			subject, stored = "sms.dlr."+link, s.m.receipts
+		now := time.Now().UTC()
+		rec := record(link, p, now)
+		subject, stored := "sms.dlr."+link, s.m.receipts
+		var v any = rec
+		if rec.ESMClass&esmTypeMask == 0 {
+			subject, stored, v = "sms.inbound."+link, s.m.inbound, inbound(link, p, rec, now)
 		}
-		data, err := json.Marshal(rec)
+		data, err := json.Marshal(v)
 		if err != nil {
 			log.Error("cannot encode deliver_sm", "err", err)
 			return
@@ -58,6 +60,32 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 			}
 		}
 	}
+}
+
+// Inbound is a mobile-originated message as stored on sms.inbound.<link>:
+// the text decoded by its data_coding (GSM 03.38 or UCS-2). One part of a
+// long MO carries Part; joining the parts is the consumer's business.
+type Inbound struct {
+	Link       string           `json:"link"`
+	From       string           `json:"from"` // the handset; "+" added to an international number
+	To         string           `json:"to"`
+	Text       string           `json:"text"`
+	DataCoding uint8            `json:"data_coding"`
+	Part       *smpplink.Concat `json:"part,omitempty"`
+	ReceivedAt time.Time        `json:"received_at"`
+}
+
+func inbound(link string, p pdu.Body, rec dlr.Record, now time.Time) Inbound {
+	text, c := smpplink.DecodeShortMessage(p)
+	in := Inbound{Link: link, From: rec.Source, To: rec.Dest, Text: text, DataCoding: rec.DataCoding, ReceivedAt: now}
+	if v := p.Fields()[pdufield.SourceAddrTON]; v != nil && len(v.Bytes()) > 0 && v.Bytes()[0] == 1 &&
+		in.From != "" && in.From[0] != '+' {
+		in.From = "+" + in.From
+	}
+	if c.Total > 0 {
+		in.Part = &c
+	}
+	return in
 }
 
 // record copies the fields of a deliver_sm that the receipts stage needs.

@@ -188,7 +188,7 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 		log.Info("link stopped")
 	}()
 
-	window := max(lo.SMPP.Window, 1)
+	window := link.Window() // window x sessions: one worker per submit in flight
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer hcancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(s.opts.Grace, hcancel) })

@@ -259,30 +259,39 @@ func TestAnSMSCDisconnectMidRunLosesNothingAndDuplicatesAtMostTheWindow(t *testi
 	t.Logf("duplicates %d, duplicates_risked_total %v", extra, r.count(r.m.duplicatesRisked, link))
 }
 
-func TestAnMOMessageIsStoredInSMSInbound(t *testing.T) {
+func TestMOMessagesAreStoredInSMSInboundWithTheirTextDecoded(t *testing.T) {
 	e := newEnv(t, smscsim.Options{})
 	r := e.run(e.linkOpts(100, 10, 2), fastRetries(5))
 	natstest.Eventually(t, wait, "want the link bound", func() bool { return e.sim.Binds() == 1 })
-	if err := e.sim.SendMO("+420600000001", "Eshop", "STOP"); err != nil {
-		t.Fatal(err)
+	texts := []string{"STOP", "@£$ €[]{}~\\^| ok", "Děkuji 😀"} // GSM 7-bit with escapes, then UCS-2
+	for _, text := range texts {
+		if err := e.sim.SendMO("+420600000001", "Eshop", text); err != nil {
+			t.Fatal(err)
+		}
 	}
-	natstest.Eventually(t, wait, "want the MO in SMS_INBOUND", func() bool { return e.streamMsgs(streams.Inbound) == 1 })
+	natstest.Eventually(t, wait, "want 3 MOs in SMS_INBOUND", func() bool { return e.streamMsgs(streams.Inbound) == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	s, err := e.js.Stream(ctx, streams.Inbound)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := s.GetLastMsgForSubject(ctx, "sms.inbound."+link)
-	if err != nil {
-		t.Fatalf("nothing on sms.inbound.%s: %v", link, err)
+	for i, text := range texts {
+		raw, err := s.GetMsg(ctx, uint64(i+1))
+		if err != nil || raw.Subject != "sms.inbound."+link {
+			t.Fatalf("message %d: %v on %q, want sms.inbound.%s", i+1, err, raw.Subject, link)
+		}
+		var in Inbound
+		if err := json.Unmarshal(raw.Data, &in); err != nil || in.From != "+420600000001" || in.To != "Eshop" || in.Text != text ||
+			in.Link != link || in.ReceivedAt.IsZero() || in.Part != nil {
+			t.Fatalf("stored MO %s (%v), want from +420600000001, to Eshop, text %q", raw.Data, err, text)
+		}
+		if want := map[bool]uint8{true: 0, false: 8}[i < 2]; in.DataCoding != want {
+			t.Fatalf("%q came with data_coding %d, want %d", text, in.DataCoding, want)
+		}
 	}
-	var rec dlr.Record
-	if err := json.Unmarshal(raw.Data, &rec); err != nil || rec.Source != "+420600000001" || string(rec.Text) != "STOP" || rec.ESMClass != 0 {
-		t.Fatalf("stored MO %s (%v), want source +420600000001, text STOP, esm_class 0", raw.Data, err)
-	}
-	if e.streamMsgs(streams.DLR) != 0 || r.count(r.m.inbound, link) != 1 {
-		t.Fatalf("an MO went to SMS_DLR, or inbound_stored_total = %v", r.count(r.m.inbound, link))
+	if e.streamMsgs(streams.DLR) != 0 || r.count(r.m.inbound, link) != 3 {
+		t.Fatalf("an MO went to SMS_DLR, or inbound_stored_total = %v, want 3", r.count(r.m.inbound, link))
 	}
 }
 

@@ -138,3 +138,24 @@ func TestCloseIsIdempotentAndLeavesNoGoroutines(t *testing.T) {
 	}
 	_ = tc.Close()
 }
+
+func TestDropEveryDropsTheConnectionsAfterEveryNthAcceptedSubmitWithoutItsResponse(t *testing.T) {
+	sim := smscsim.NewServer(t, creds(smscsim.Options{NoReceipts: true, DropEvery: 2}))
+	// A new transceiver after the drop: go-smpp's own rebind races (see reconnect_norace_test.go).
+	tc, st := transceiver(t, sim.Addr(), user, passwd, &inbox{}, time.Hour)
+	awaitStatus(t, st, smpp.Connected)
+	if _, err := tc.Submit(sm("a", "420600000001", "one")); err != nil {
+		t.Fatalf("first submit: %v", err)
+	}
+	if _, err := tc.Submit(sm("a", "420600000002", "two")); err == nil {
+		t.Fatal("the second submit got a response, want the connection dropped before it")
+	}
+	awaitStatus(t, st, smpp.Disconnected)
+	tc = connect(t, sim.Addr(), &inbox{})
+	if _, err := tc.Submit(sm("a", "420600000002", "two")); err != nil {
+		t.Fatalf("the second submit again: %v", err)
+	}
+	if sim.Accepted() != 3 || sim.Drops() != 1 || sim.Duplicates() != 1 {
+		t.Fatalf("accepted %d, drops %d, duplicates %d; want 3, 1, 1", sim.Accepted(), sim.Drops(), sim.Duplicates())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unicode/utf16"
 
+	"github.com/fiorix/go-smpp/smpp/encoding"
 	"github.com/fiorix/go-smpp/smpp/pdu"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
 )
@@ -11,8 +12,8 @@ import (
 // maxShortMessage is the largest short_message SMPP 3.4 allows (sm_length is one octet).
 const maxShortMessage = 254
 
-// moPDU builds a mobile-originated deliver_sm (esm_class 0). ASCII text is sent as is with
-// data_coding 0, anything else as UCS2 (data_coding 8). Numeric addresses ("+" allowed) get
+// moPDU builds a mobile-originated deliver_sm (esm_class 0). Text in the GSM 03.38 alphabet is sent as
+// unpacked septets with data_coding 0, anything else as UCS2 (data_coding 8). Numeric addresses ("+" allowed) get
 // TON international / NPI ISDN, others TON alphanumeric.
 func moPDU(src, dst, text string) (pdu.Body, error) {
 	sm, dc := encodeText(text)
@@ -36,17 +37,13 @@ func moPDU(src, dst, text string) (pdu.Body, error) {
 	return p, nil
 }
 
-// encodeText returns text as ASCII bytes with data_coding 0, or as UCS2 (UTF-16BE) with 8.
+// encodeText returns text as unpacked GSM 03.38 septets with data_coding 0 when every character
+// is in that alphabet (extension table included), else as UCS2 (UTF-16BE) with 8.
 func encodeText(text string) ([]byte, uint8) {
-	ascii := true
-	for _, r := range text {
-		if r >= 0x80 {
-			ascii = false
-			break
+	if len(encoding.ValidateGSM7String(text)) == 0 {
+		if b, err := encoding.GSM7(false).NewEncoder().Bytes([]byte(text)); err == nil {
+			return b, 0
 		}
-	}
-	if ascii {
-		return []byte(text), 0
 	}
 	u := utf16.Encode([]rune(text))
 	b := make([]byte, 0, 2*len(u))

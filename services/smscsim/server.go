@@ -7,6 +7,7 @@ package smscsim
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,12 @@ type Options struct {
 	Stat      func(dst string) string
 	RespDelay time.Duration // delay before each submit_sm_resp (slow SMSC)
 	Log       *slog.Logger  // nil: discard
+	// DropEvery, when > 0, drops every connection (as DropConnections) right after each
+	// DropEvery-th accepted submit, whose submit_sm_resp is never sent: the client cannot know
+	// that the SMSC has it. Drops counts them.
+	DropEvery int
+	// TLS, when set, makes the server speak SMPP over TLS with this config (see SelfSignedTLS).
+	TLS *tls.Config
 }
 
 // Submit is one accepted submit_sm, as Server.Submits reports it.
@@ -60,6 +67,13 @@ type Submit struct {
 	ESMClass                uint8
 	ShortMessage            []byte
 	At                      time.Time // when it was accepted (monotonic reading)
+	// Text is the part's text as a handset decodes it on its own (UDH left out, GSM 7-bit or
+	// UCS-2 per data_coding; a cut character pair shows as a wrong or replacement character).
+	Text string
+	// Ref, Total and Seq tie a part of a concatenated message (UDH or SAR TLVs); Total is 0 for
+	// a single message.
+	Ref        int
+	Total, Seq int
 }
 
 // Server is a running SMSC simulator. All methods are safe for concurrent use.
@@ -90,6 +104,7 @@ type Server struct {
 	pending    map[string]*receipt // ready receipts not yet acknowledged, by message id
 	order      uint64
 	acked      int
+	drops      int
 }
 
 // Start listens on opts.Listen and serves in background goroutines until Close.
@@ -104,6 +119,9 @@ func Start(opts Options) (*Server, error) {
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("smscsim: listen %s: %w", opts.Listen, err)
+	}
+	if opts.TLS != nil {
+		ln = tls.NewListener(ln, opts.TLS)
 	}
 	s := &Server{
 		opts:       opts,
@@ -311,6 +329,31 @@ func (s *Server) Binds() int {
 	return n
 }
 
+// Drops is how many times DropEvery dropped the connections.
+func (s *Server) Drops() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops
+}
+
+// Duplicates is how many accepted submits repeat an earlier one: the same destination, source,
+// data_coding and decoded text, and for a part the same part number and count (a long message
+// sent again gets a new reference, so the reference is left out).
+func (s *Server) Duplicates() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]bool, len(s.submits))
+	n := 0
+	for _, sub := range s.submits {
+		k := fmt.Sprintf("%s\x00%s\x00%d\x00%s\x00%d/%d", sub.Dest, sub.Source, sub.DataCoding, sub.Text, sub.Seq, sub.Total)
+		if seen[k] {
+			n++
+		}
+		seen[k] = true
+	}
+	return n
+}
+
 // DropConnections abruptly closes every client connection (fault injection) and returns once
 // their sessions are gone; receipts in flight on them go back to pending. The server keeps
 // listening.
@@ -331,7 +374,8 @@ func (s *Server) DropConnections() {
 }
 
 // SendMO sends a mobile-originated message from src to dst as a deliver_sm (esm_class 0) to one
-// bound receiver or transceiver session. ASCII text goes as data_coding 0, anything else as UCS2.
+// bound receiver or transceiver session. GSM 03.38 text goes as data_coding 0 (unpacked septets),
+// anything else as UCS2.
 // It returns ErrNoReceiver when no such session is bound or it closes before the write is queued;
 // the message is not kept for a later bind, and its deliver_sm_resp is not awaited.
 func (s *Server) SendMO(src, dst, text string) error {

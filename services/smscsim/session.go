@@ -12,6 +12,8 @@ import (
 
 	"github.com/fiorix/go-smpp/smpp/pdu"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
+
+	"github.com/smsflow/smsflow/pkg/smpplink"
 )
 
 // SMPP 3.4 command_status values the simulator answers with.
@@ -242,7 +244,9 @@ func (c *session) submit(p pdu.Body) {
 		ESMClass:     fixed(p, pdufield.ESMClass),
 		ShortMessage: append([]byte(nil), fieldBytes(p, pdufield.ShortMessage)...),
 	}
-	status, sub := s.decide(sub)
+	text, part := smpplink.DecodeShortMessage(p)
+	sub.Text, sub.Ref, sub.Total, sub.Seq = text, part.Ref, part.Total, part.Seq
+	status, sub, drop := s.decide(sub)
 	s.log.Debug("submit", "remote", c.remote, "dst", sub.Dest, "msg_id", sub.MessageID, "status", uint32(status))
 	respond(resp, h.Seq, status)
 	var r *receipt
@@ -258,6 +262,14 @@ func (c *session) submit(p pdu.Body) {
 			}
 		}
 	}
+	if drop {
+		// The submit is accepted but its response never goes out: every connection is dropped.
+		s.spawn(s.DropConnections)
+		if r != nil {
+			s.after(s.opts.ReceiptDelay, func() { s.receiptReady(r) })
+		}
+		return
+	}
 	s.after(s.opts.RespDelay, func() {
 		c.send(resp, false)
 		if r != nil {
@@ -268,7 +280,7 @@ func (c *session) submit(p pdu.Body) {
 
 // decide runs the throttle check, then Fail, and records an accepted submit. Decisions are
 // serialised by decideMu, so accepted timestamps never go backwards and Fail sees every n in order.
-func (s *Server) decide(sub Submit) (pdu.Status, Submit) {
+func (s *Server) decide(sub Submit) (pdu.Status, Submit, bool) {
 	s.decideMu.Lock()
 	defer s.decideMu.Unlock()
 	now := time.Now()
@@ -276,7 +288,7 @@ func (s *Server) decide(sub Submit) (pdu.Status, Submit) {
 	if !s.window.allow(now) {
 		s.throttled++
 		s.mu.Unlock()
-		return StatusThrottled, sub
+		return StatusThrottled, sub, false
 	}
 	s.failSeen[sub.Dest]++
 	n := s.failSeen[sub.Dest]
@@ -286,7 +298,7 @@ func (s *Server) decide(sub Submit) (pdu.Status, Submit) {
 			s.mu.Lock()
 			s.rejected++
 			s.mu.Unlock()
-			return st, sub
+			return st, sub, false
 		}
 	}
 	sub.MessageID, sub.At = s.nextID(), now
@@ -295,8 +307,12 @@ func (s *Server) decide(sub Submit) (pdu.Status, Submit) {
 	s.accepted++
 	s.acceptedTo[sub.Dest]++
 	s.submits = append(s.submits, sub)
+	drop := s.opts.DropEvery > 0 && s.accepted%s.opts.DropEvery == 0
+	if drop {
+		s.drops++
+	}
 	s.mu.Unlock()
-	return 0, sub
+	return 0, sub, drop
 }
 
 func (s *Server) stat(dst string) string {

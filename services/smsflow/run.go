@@ -197,7 +197,11 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		g.Go(func() error { return afterReady(gctx, bl, pol.Run) })
 	}
 	if stages["egress"] {
-		eg = egress.New(b.JS, pub, linkOptions(cfg), egress.Options{
+		los, err := linkOptions(cfg)
+		if err != nil {
+			return err
+		}
+		eg = egress.New(b.JS, pub, los, egress.Options{
 			MaxAttempts: cfg.Egress.MaxAttempts, BackoffMin: cfg.Egress.BackoffMin,
 			BackoffMax: cfg.Egress.BackoffMax, Grace: cfg.Egress.ShutdownGrace,
 		}, log.With("stage", "egress"), egress.NewMetrics(reg))
@@ -292,7 +296,7 @@ func stopped(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, ctx.Err())
 }
 
-func linkOptions(cfg config.Config) []egress.LinkOptions {
+func linkOptions(cfg config.Config) ([]egress.LinkOptions, error) {
 	var out []egress.LinkOptions
 	for _, pool := range sortedKeys(cfg.Pools) {
 		for _, name := range cfg.Pools[pool].Links {
@@ -303,9 +307,19 @@ func linkOptions(cfg config.Config) []egress.LinkOptions {
 				SMPP: smpplink.Config{Name: name, Addr: l.Address, SystemID: l.SystemID, Password: l.Password.Reveal(),
 					SystemType: l.SystemType, Window: l.Window, RespTimeout: l.RespTimeout},
 			})
+			// Issue 5's SMPP keys.
+			c := &out[len(out)-1].SMPP
+			c.Sessions, c.BindMode, c.Split, c.EnquireLink = l.Sessions, smpplink.BindMode(l.BindMode), smpplink.Split(l.Split), l.EnquireLink
+			if l.TLS {
+				t, err := smpplink.TLSConfig(l.Address, l.TLSCA, l.TLSInsecureSkipVerify)
+				if err != nil {
+					return nil, fmt.Errorf("links.%s: %w", name, err)
+				}
+				c.TLS = t
+			}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // dashboardLinks are the configured links for the dashboard, pool by pool.
