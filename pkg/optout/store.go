@@ -9,12 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf16"
 
-	"github.com/fiorix/go-smpp/smpp/pdu/pdutext"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/phone"
 )
 
@@ -178,32 +175,14 @@ func (v *View) OptedOut(_ context.Context, number string) (bool, error) {
 	return v.out[Key(number)], nil
 }
 
-// Text decodes a mobile-originated message's short_message by its
-// data_coding: UCS-2 (8), Latin-1 (3), else the GSM 7-bit default alphabet,
-// one character a byte, as SMPP carries it.
-func Text(r dlr.Record) string {
-	switch r.DataCoding {
-	case 0x08:
-		u := make([]uint16, 0, len(r.Text)/2)
-		for i := 0; i+1 < len(r.Text); i += 2 {
-			u = append(u, uint16(r.Text[i])<<8|uint16(r.Text[i+1]))
-		}
-		return string(utf16.Decode(u))
-	case 0x03:
-		return string(pdutext.Latin1(r.Text).Decode())
-	case 0x01:
-		return string(r.Text)
-	}
-	return string(pdutext.GSM7(r.Text).Decode())
-}
-
-// Sender is the E.164 number a mobile-originated message came from. SMSCs
-// send source_addr in international form, usually without "+" (the record
-// does not keep the TON): digits-only sources of 10 digits or more are read
-// as international first, shorter ones as national in region first (a
-// 9-digit Czech number is also a "possible" Malaysian one).
-func Sender(r dlr.Record, region string) (string, error) {
-	src := strings.TrimSpace(r.Source)
+// Sender is the E.164 number a mobile-originated message came from (its
+// from). SMSCs send source_addr in international form, usually without "+"
+// (egress adds it only when the TON says international): digits-only
+// sources of 10 digits or more are read as international first, shorter
+// ones as national in region first (a 9-digit Czech number is also a
+// "possible" Malaysian one).
+func Sender(from, region string) (string, error) {
+	src := strings.TrimSpace(from)
 	if src == "" || strings.HasPrefix(src, "+") || strings.HasPrefix(src, "00") || strings.Trim(src, "0123456789") != "" {
 		return phone.Normalize(src, region)
 	}

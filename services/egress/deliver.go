@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/mo"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 )
 
@@ -62,22 +63,10 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 	}
 }
 
-// Inbound is a mobile-originated message as stored on sms.inbound.<link>:
-// the text decoded by its data_coding (GSM 03.38 or UCS-2). One part of a
-// long MO carries Part; joining the parts is the consumer's business.
-type Inbound struct {
-	Link       string           `json:"link"`
-	From       string           `json:"from"` // the handset; "+" added to an international number
-	To         string           `json:"to"`
-	Text       string           `json:"text"`
-	DataCoding uint8            `json:"data_coding"`
-	Part       *smpplink.Concat `json:"part,omitempty"`
-	ReceivedAt time.Time        `json:"received_at"`
-}
-
-func inbound(link string, p pdu.Body, rec dlr.Record, now time.Time) Inbound {
+// inbound is the MO message in p, as stored on sms.inbound.<link>.
+func inbound(link string, p pdu.Body, rec dlr.Record, now time.Time) mo.Message {
 	text, c := smpplink.DecodeShortMessage(p)
-	in := Inbound{Link: link, From: rec.Source, To: rec.Dest, Text: text, DataCoding: rec.DataCoding, ReceivedAt: now}
+	in := mo.Message{Link: link, From: rec.Source, To: rec.Dest, Text: text, DataCoding: rec.DataCoding, ReceivedAt: now}
 	if v := p.Fields()[pdufield.SourceAddrTON]; v != nil && len(v.Bytes()) > 0 && v.Bytes()[0] == 1 &&
 		in.From != "" && in.From[0] != '+' {
 		in.From = "+" + in.From

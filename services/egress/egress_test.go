@@ -12,6 +12,7 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/mo"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/services/smscsim"
@@ -281,7 +282,7 @@ func TestMOMessagesAreStoredInSMSInboundWithTheirTextDecoded(t *testing.T) {
 		if err != nil || raw.Subject != "sms.inbound."+link {
 			t.Fatalf("message %d: %v on %q, want sms.inbound.%s", i+1, err, raw.Subject, link)
 		}
-		var in Inbound
+		var in mo.Message
 		if err := json.Unmarshal(raw.Data, &in); err != nil || in.From != "+420600000001" || in.To != "Eshop" || in.Text != text ||
 			in.Link != link || in.ReceivedAt.IsZero() || in.Part != nil {
 			t.Fatalf("stored MO %s (%v), want from +420600000001, to Eshop, text %q", raw.Data, err, text)

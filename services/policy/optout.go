@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smsflow/smsflow/pkg/consume"
-	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/mo"
 	"github.com/smsflow/smsflow/pkg/optout"
 	"github.com/smsflow/smsflow/streams"
 )
@@ -48,18 +48,18 @@ func (o *OptOuts) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome
 	if err != nil {
 		return consume.Term("no metadata: " + err.Error())
 	}
-	var rec dlr.Record
+	var rec mo.Message
 	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
 		o.m.inbound.WithLabelValues("invalid").Inc()
 		o.log.Warn("inbound message is not a record; skipped", "seq", md.Sequence.Stream, "err", err)
 		return consume.Term("not an inbound record: " + err.Error())
 	}
-	action := o.words.Classify(optout.Text(rec))
+	action := o.words.Classify(rec.Text)
 	if action == optout.None {
 		o.m.inbound.WithLabelValues("other").Inc()
 		return consume.Ack()
 	}
-	number, err := optout.Sender(rec, o.region)
+	number, err := optout.Sender(rec.From, o.region)
 	if err != nil {
 		o.m.inbound.WithLabelValues("invalid").Inc()
 		o.log.Warn("STOP/START from a number that cannot be read; skipped", "seq", md.Sequence.Stream, "link", rec.Link, "err", err)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/caps"
 	"github.com/smsflow/smsflow/pkg/dedup"
-	"github.com/smsflow/smsflow/pkg/dlr"
+	"github.com/smsflow/smsflow/pkg/mo"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/optout"
 	"github.com/smsflow/smsflow/pkg/rules"
@@ -343,7 +343,7 @@ func TestAThousandIdenticalTextsToOneNumberQueueOne(t *testing.T) {
 // inbound publishes a reply on sms.inbound.<link>, as egress stores a deliver_sm.
 func inbound(t *testing.T, js jetstream.JetStream, from, text string) {
 	t.Helper()
-	b, err := json.Marshal(dlr.Record{Link: "sim1", ReceivedAt: time.Now().UTC(), Source: from, Dest: "smsflow", Text: []byte(text)})
+	b, err := json.Marshal(mo.Message{Link: "sim1", ReceivedAt: time.Now().UTC(), From: from, To: "smsflow", Text: text})
 	if err != nil {
 		t.Fatal(err)
 	}
