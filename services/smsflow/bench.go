@@ -492,28 +492,28 @@ func (b *bench) fill(res *BenchResult, cpu float64) {
 	res.Statuses = s.final
 	res.Lost = o.messages - s.done
 	res.DoubleFinal = s.doubleFinal
-	var firstAcc, lastAcc, lastSub, lastDel time.Time
+	var firstAcc, lastAcc, lastSub, lastDel int64
 	var subLat, delLat []float64
 	for _, m := range s.msgs {
-		if m.accepted.IsZero() {
+		if m.accepted == 0 {
 			continue
 		}
-		if firstAcc.IsZero() || m.accepted.Before(firstAcc) {
+		if firstAcc == 0 || m.accepted < firstAcc {
 			firstAcc = m.accepted
 		}
-		lastAcc = later(lastAcc, m.accepted)
-		if !m.submitted.IsZero() {
-			lastSub = later(lastSub, m.submitted)
-			subLat = append(subLat, ms(m.submitted.Sub(m.accepted)))
+		lastAcc = max(lastAcc, m.accepted)
+		if m.submitted != 0 {
+			lastSub = max(lastSub, m.submitted)
+			subLat = append(subLat, ms(m.submitted-m.accepted))
 		}
-		if !m.delivered.IsZero() {
-			lastDel = later(lastDel, m.delivered)
-			delLat = append(delLat, ms(m.delivered.Sub(m.accepted)))
+		if m.delivered != 0 {
+			lastDel = max(lastDel, m.delivered)
+			delLat = append(delLat, ms(m.delivered-m.accepted))
 		}
 	}
-	res.AcceptedPerSec = rate(s.accepted, firstAcc, lastAcc)
-	res.SubmittedPerSec = rate(len(subLat), firstAcc, lastSub)
-	res.DeliveredPerSec = rate(len(delLat), firstAcc, lastDel)
+	res.AcceptedPerSec = rate(s.accepted, time.Unix(0, firstAcc), time.Unix(0, lastAcc))
+	res.SubmittedPerSec = rate(len(subLat), time.Unix(0, firstAcc), time.Unix(0, lastSub))
+	res.DeliveredPerSec = rate(len(delLat), time.Unix(0, firstAcc), time.Unix(0, lastDel))
 	res.LatencySubmitted = percentiles(subLat)
 	res.LatencyDelivered = percentiles(delLat)
 	for i, sim := range b.sims {
@@ -545,14 +545,8 @@ func (b *bench) fill(res *BenchResult, cpu float64) {
 	}
 }
 
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// ms converts nanoseconds to milliseconds.
+func ms(ns int64) float64 { return float64(ns) / 1e6 }
 
 func rate(n int, from, to time.Time) float64 {
 	d := to.Sub(from).Seconds()
@@ -711,10 +705,12 @@ type trackState struct {
 	final                  map[string]int
 }
 
+// msgTimes are one message's times in Unix nanoseconds (0: not yet), kept
+// small: a --pause run tracks a million of them in the measured process.
 type msgTimes struct {
-	accepted, submitted, delivered time.Time
+	accepted, submitted, delivered int64
+	finals                         int32
 	queued, done                   bool
-	finals                         int
 }
 
 func newTracker(runID string, n int, receipts bool) *tracker {
@@ -758,18 +754,18 @@ func (t *tracker) handle(m jetstream.Msg) {
 	mt := &s.msgs[n]
 	switch {
 	case ev.Status == status.Accepted:
-		if mt.accepted.IsZero() {
+		if mt.accepted == 0 {
 			s.accepted++
 		}
-		mt.accepted = ev.At
+		mt.accepted = ev.At.UnixNano()
 	case ev.Status == status.Queued:
 		if !mt.queued {
 			mt.queued = true
 			s.queued++
 		}
 	case ev.Status == status.Submitted:
-		if mt.submitted.IsZero() {
-			mt.submitted = ev.At
+		if mt.submitted == 0 {
+			mt.submitted = ev.At.UnixNano()
 		}
 	case status.Terminal(ev.Status):
 		mt.finals++
@@ -779,11 +775,11 @@ func (t *tracker) handle(m jetstream.Msg) {
 		if mt.finals == 1 {
 			s.final[ev.Status]++
 			if ev.Status == status.Delivered {
-				mt.delivered = ev.At
+				mt.delivered = ev.At.UnixNano()
 			}
 		}
 	}
-	if !mt.done && (mt.finals > 0 || (!t.receipts && !mt.submitted.IsZero())) {
+	if !mt.done && (mt.finals > 0 || (!t.receipts && mt.submitted != 0)) {
 		mt.done = true
 		s.done++
 	}
