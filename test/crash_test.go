@@ -102,11 +102,35 @@ func killPoints(n int) [3]int {
 }
 
 // waitSubmits waits until the simulators have accepted at least k submits in
-// all, then a random 0-100 ms more, so the kill lands mid-flight.
-func waitSubmits(t *testing.T, k int, accepted func() int) {
+// all, then a random 0-100 ms more, so the kill lands mid-flight. When they
+// stall, it fails with the pipeline's egress metrics and readiness.
+func waitSubmits(t *testing.T, p *pipeline, k int, accepted func() int) {
 	t.Helper()
-	natstest.Eventually(t, 2*time.Minute, fmt.Sprintf("want %d submits before the kill", k), func() bool { return accepted() >= k })
+	waitFor(t, 2*time.Minute, func() bool { return accepted() >= k }, func() string {
+		return fmt.Sprintf("want %d submits before the kill, have %d; pipeline: %s", k, accepted(), p.diagnose())
+	})
 	time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+}
+
+// diagnose says what the pipeline reports about itself: /readyz and its
+// egress metrics.
+func (p *pipeline) diagnose() string {
+	var b strings.Builder
+	if body, err := httpGet("http://" + p.httpAddr + "/readyz"); err != nil {
+		fmt.Fprintf(&b, "readyz: %v; ", err)
+	} else {
+		fmt.Fprintf(&b, "readyz: %q; ", strings.TrimSpace(body))
+	}
+	body, err := httpGet("http://" + p.httpAddr + "/metrics")
+	if err != nil {
+		return b.String() + "metrics: " + err.Error()
+	}
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, "smsflow_egress_") || strings.HasPrefix(line, "smsflow_policy_messages_total") {
+			b.WriteString(line + "; ")
+		}
+	}
+	return b.String()
 }
 
 // duplicates counts the submits the simulators accepted beyond the first
@@ -193,7 +217,7 @@ func TestKill9ThePipelineThreeTimesLosesNothing(t *testing.T) {
 
 	var kills []time.Time
 	for i, k := range killPoints(n) {
-		waitSubmits(t, k, sim.Accepted)
+		waitSubmits(t, p, k, sim.Accepted)
 		p.kill9()
 		kills = append(kills, time.Now())
 		t.Logf("kill %d after %d of %d submits", i+1, sim.Accepted(), n)
@@ -232,7 +256,7 @@ func TestTheSMSCDyingThreeTimesLosesNothing(t *testing.T) {
 	}
 	var kills []time.Time
 	for i, k := range killPoints(n) {
-		waitSubmits(t, k, accepted)
+		waitSubmits(t, p, k, accepted)
 		// Close cuts every connection mid-flight, as a crash would: submits
 		// in the window get no response, receipts not yet sent are gone.
 		if err := sims[len(sims)-1].Close(); err != nil {
@@ -303,14 +327,16 @@ func TestAnExternalNATSServerKilledThreeTimesLosesNothing(t *testing.T) {
 	ids := publishAll(t, js, "ns", n)
 	var kills []time.Time
 	for i, k := range killPoints(n) {
-		waitSubmits(t, k, sim.Accepted)
+		waitSubmits(t, p, k, sim.Accepted)
 		srv.kill9()
 		kills = append(kills, time.Now())
 		t.Logf("nats killed %d after %d of %d submits", i+1, sim.Accepted(), n)
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
 		srv.start()
 	}
-	natstest.Eventually(t, 3*time.Minute, fmt.Sprintf("simulator accepts all %d messages after the NATS restarts", n), func() bool { return sim.Accepted() >= n })
+	waitFor(t, 3*time.Minute, func() bool { return sim.Accepted() >= n }, func() string {
+		return fmt.Sprintf("simulator accepted %d of %d after the NATS restarts; pipeline: %s", sim.Accepted(), n, p.diagnose())
+	})
 	_, js = p.connect() // a fresh connection to read the whole history
 	log := watchStatuses(t, js)
 	term := log.waitTerminal(t, 4*time.Minute, ids)
