@@ -79,7 +79,7 @@ func publishAll(t *testing.T, js jetstream.JetStream, prefix string, n int) []st
 	for i := range n {
 		ids[i] = fmt.Sprintf("%s-%05d", prefix, i)
 		body := fmt.Sprintf(`{"id":%q,"to":%q,"text":"crash test %d"}`, ids[i], number(i), i)
-		if _, err := js.PublishAsync("sms.outbound", []byte(body), jetstream.WithMsgID(ids[i])); err != nil {
+		if _, err := js.PublishAsync("sms.outbound", []byte(body), jetstream.WithMsgID(ids[i]), jetstream.WithStallWait(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}

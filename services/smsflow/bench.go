@@ -418,7 +418,7 @@ func (b *bench) send(ctx context.Context, js jetstream.JetStream) error {
 	defer bar.Finish()
 	for n := range b.o.messages {
 		msg := &nats.Msg{Subject: "sms.outbound", Data: b.envelope(n)}
-		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(b.id(n))); err != nil {
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(b.id(n)), jetstream.WithStallWait(time.Minute)); err != nil {
 			return fmt.Errorf("bench: publish: %w", err)
 		}
 		if n%1000 == 999 {
@@ -640,7 +640,7 @@ func rawPublish(ctx context.Context, js jetstream.JetStream, n, size int) (float
 	}
 	start := time.Now()
 	for i := range n {
-		if _, err := js.PublishAsync(subject, data, jetstream.WithMsgID(name+strconv.Itoa(i))); err != nil {
+		if _, err := js.PublishAsync(subject, data, jetstream.WithMsgID(name+strconv.Itoa(i)), jetstream.WithStallWait(time.Minute)); err != nil {
 			return 0, fmt.Errorf("bench: raw publish: %w", err)
 		}
 	}
