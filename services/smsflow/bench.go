@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -37,7 +38,7 @@ import (
 type benchOptions struct {
 	messages, links, rate, parts, instances, window int
 	receipts, json, pause                           bool
-	natsURL, dataDir, cpuProfile                    string
+	natsURL, dataDir, cpuProfile, memProfile        string
 	stall                                           time.Duration
 	rawMessages                                     int
 }
@@ -57,6 +58,7 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.StringVar(&o.dataDir, "data-dir", "", "embedded server's store; empty: a temporary directory, removed after")
 	fs.BoolVar(&o.json, "json", false, "write the results as JSON instead of a table")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to this file: with --pause when all is queued, else at the end")
 	fs.DurationVar(&o.stall, "stall", 30*time.Second, "give up when no message finishes for this long; the rest count as lost")
 	fs.BoolVar(&o.pause, "pause", false, "pause the links, queue every message, report RSS, then resume (memory test)")
 	fs.IntVar(&o.rawMessages, "raw-messages", 0, "messages of the raw JetStream publish loop (0: min(messages, 50000))")
@@ -278,6 +280,9 @@ func runBench(ctx context.Context, o benchOptions, stderr io.Writer) (res BenchR
 		if res.PausedRSSMB, err = b.waitQueued(ctx); err != nil {
 			return res, err
 		}
+		if err := writeHeapProfile(o.memProfile); err != nil {
+			return res, err
+		}
 		if err := b.pauseLinks(ctx, js, false); err != nil {
 			return res, err
 		}
@@ -287,6 +292,11 @@ func runBench(ctx context.Context, o benchOptions, stderr io.Writer) (res BenchR
 	}
 	res.Elapsed = time.Since(start).Seconds()
 	cpu := cpuSeconds() - cpu0
+	if !o.pause {
+		if err := writeHeapProfile(o.memProfile); err != nil {
+			return res, err
+		}
+	}
 	b.fill(&res, cpu)
 	return res, nil
 }
@@ -607,6 +617,23 @@ func peakRSSMB() float64 {
 		return 0
 	}
 	return float64(ru.Maxrss) / 1024
+}
+
+// writeHeapProfile writes the heap profile to path ("" : nothing).
+func writeHeapProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // currentRSSMB reads the resident set from /proc/self/statm (Linux).
