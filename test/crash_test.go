@@ -107,9 +107,30 @@ func killPoints(n int) [3]int {
 func waitSubmits(t *testing.T, p *pipeline, k int, accepted func() int) {
 	t.Helper()
 	waitFor(t, 2*time.Minute, func() bool { return accepted() >= k }, func() string {
-		return fmt.Sprintf("want %d submits before the kill, have %d; pipeline: %s", k, accepted(), p.diagnose())
+		return fmt.Sprintf("want %d submits before the kill, have %d; pipeline: %s%s", k, accepted(), p.diagnose(), p.stacks())
 	})
 	time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+}
+
+// stacks stops a stalled pipeline with SIGQUIT and returns the stacks of
+// its egress and pacing goroutines: where the stall is.
+func (p *pipeline) stacks() string {
+	before := len(p.logs.String())
+	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return "\nSIGQUIT: " + err.Error()
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+	}
+	var b strings.Builder
+	b.WriteString("\ngoroutines in egress or pacing at the stall:\n")
+	for g := range strings.SplitSeq(p.logs.String()[before:], "\n\n") {
+		if (strings.Contains(g, "services/egress") || strings.Contains(g, "pkg/pacing")) && b.Len() < 16<<10 {
+			b.WriteString(g + "\n\n")
+		}
+	}
+	return b.String()
 }
 
 // diagnose says what the pipeline reports about itself: /readyz and its
@@ -335,7 +356,7 @@ func TestAnExternalNATSServerKilledThreeTimesLosesNothing(t *testing.T) {
 		srv.start()
 	}
 	waitFor(t, 3*time.Minute, func() bool { return sim.Accepted() >= n }, func() string {
-		return fmt.Sprintf("simulator accepted %d of %d after the NATS restarts; pipeline: %s", sim.Accepted(), n, p.diagnose())
+		return fmt.Sprintf("simulator accepted %d of %d after the NATS restarts; pipeline: %s%s", sim.Accepted(), n, p.diagnose(), p.stacks())
 	})
 	_, js = p.connect() // a fresh connection to read the whole history
 	log := watchStatuses(t, js)
