@@ -37,6 +37,28 @@ func TestSendInterruptedAndRunAgainSendsEachRowOnce(t *testing.T) {
 	args := []string{"send", "--file", file, "--campaign", "spring-sale", "--text", "Hi {{.name}} from {{.city}}",
 		"--api", "http://" + p.httpAddr, "--batch", "50"}
 
+	// A dry run queues nothing: with an API that knows dry runs it lists
+	// the rows policy would refuse; without, it says so and stops.
+	dry, err := exec.Command(binary, append(args, "--dry-run")...).CombinedOutput()
+	if err != nil && !strings.Contains(string(dry), "does not support dry runs") {
+		t.Errorf("dry run failed without saying why: %v\n%s", err, dry)
+	}
+	if err == nil && !strings.Contains(string(dry), "nothing was queued") {
+		t.Errorf("dry run output:\n%s", dry)
+	}
+	ctx0, cancel0 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel0()
+	s0, err := js.Stream(ctx0, "SMS_OUTBOUND")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s0.Info(ctx0); err != nil {
+		t.Fatal(err)
+	} else if info.State.Msgs != 0 {
+		t.Fatalf("after the dry run SMS_OUTBOUND holds %d messages, want 0", info.State.Msgs)
+	}
+	t.Logf("dry run: %s", lastLine(string(dry)))
+
 	// First run: interrupted once a quarter of the rows are in the stream.
 	first := exec.Command(binary, args...)
 	var out1 natstest.Buffer
@@ -112,4 +134,9 @@ func TestSendInterruptedAndRunAgainSendsEachRowOnce(t *testing.T) {
 		t.Errorf("SMS_OUTBOUND holds %d messages for %d rows: the re-run was not deduplicated", info.State.Msgs, rows)
 	}
 	p.stop()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
