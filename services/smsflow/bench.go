@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/schollz/progressbar/v3"
+	xrate "golang.org/x/time/rate"
 
 	"github.com/smsflow/smsflow/config"
 	"github.com/smsflow/smsflow/pkg/linkstate"
@@ -41,6 +42,7 @@ type benchOptions struct {
 	natsURL, dataDir, cpuProfile, memProfile        string
 	stall                                           time.Duration
 	rawMessages                                     int
+	sendRate                                        float64
 }
 
 func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
@@ -61,6 +63,7 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to this file: with --pause when all is queued, else at the end")
 	fs.DurationVar(&o.stall, "stall", 30*time.Second, "give up when no message finishes for this long; the rest count as lost")
 	fs.BoolVar(&o.pause, "pause", false, "pause the links, queue every message, report RSS, then resume (memory test)")
+	fs.Float64Var(&o.sendRate, "send-rate", 0, "publish at most this many messages per second (0: as fast as possible, a burst)")
 	fs.IntVar(&o.rawMessages, "raw-messages", 0, "messages of the raw JetStream publish loop (0: min(messages, 50000))")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("%w: %v", errUsage, err)
@@ -79,6 +82,8 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 		return o, fmt.Errorf("%w: --parts must be 1..10", errUsage)
 	case o.instances < 1 || o.instances > 16:
 		return o, fmt.Errorf("%w: --instances must be 1..16", errUsage)
+	case o.sendRate < 0:
+		return o, fmt.Errorf("%w: --send-rate must be ≥ 0", errUsage)
 	case o.window < 1:
 		return o, fmt.Errorf("%w: --window must be at least 1", errUsage)
 	}
@@ -426,7 +431,16 @@ func benchFill(s string, parts int) string {
 func (b *bench) send(ctx context.Context, js jetstream.JetStream) error {
 	bar := b.bar(b.o.messages, "published")
 	defer bar.Finish()
+	var lim *xrate.Limiter
+	if b.o.sendRate > 0 {
+		lim = xrate.NewLimiter(xrate.Limit(b.o.sendRate), max(1, int(b.o.sendRate/100)))
+	}
 	for n := range b.o.messages {
+		if lim != nil {
+			if err := lim.Wait(ctx); err != nil {
+				return err
+			}
+		}
 		msg := &nats.Msg{Subject: "sms.outbound", Data: b.envelope(n)}
 		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(b.id(n)), jetstream.WithStallWait(time.Minute)); err != nil {
 			return fmt.Errorf("bench: publish: %w", err)

@@ -47,7 +47,7 @@ func TestBenchDeliversEveryMessageAndReportsIt(t *testing.T) {
 }
 
 func TestBenchFlagsAreChecked(t *testing.T) {
-	for _, args := range [][]string{{"--messages", "0"}, {"--parts", "11"}, {"--links", "0"}, {"extra"}} {
+	for _, args := range [][]string{{"--messages", "0"}, {"--parts", "11"}, {"--links", "0"}, {"--send-rate", "-1"}, {"extra"}} {
 		if _, err := parseBench(args, io.Discard); err == nil {
 			t.Errorf("parseBench(%q) accepted", args)
 		}
