@@ -1,11 +1,8 @@
 package test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,28 +15,6 @@ import (
 	"github.com/smsflow/smsflow/services/receipts"
 	"github.com/smsflow/smsflow/services/smscsim"
 )
-
-// metric reads one sample from the pipeline's /metrics ("name{labels}").
-func (p *pipeline) metric(sample string) float64 {
-	p.t.Helper()
-	resp, err := http.Get("http://" + p.httpAddr + "/metrics")
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				p.t.Fatalf("metric %s = %q: %v", sample, v, err)
-			}
-			return f
-		}
-	}
-	p.t.Fatalf("metric %s not found", sample)
-	return 0
-}
 
 // Receipts end to end, against the simulator over SMPP: a 3-part message
 // all delivered, a 3-part message whose second part is undeliverable, a

@@ -14,7 +14,12 @@ func retry(ctx context.Context, total time.Duration, f func(context.Context) err
 	defer cancel()
 	delay := 50 * time.Millisecond
 	for {
-		err := f(ctx)
+		// Each try gets its own bound: nats.go adds its 5 s default only to a
+		// context without a deadline, so a reply lost with a dying server
+		// would otherwise be awaited for all of total, holding the worker.
+		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+		err := f(actx)
+		acancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -22,6 +27,9 @@ func retry(ctx context.Context, total time.Duration, f func(context.Context) err
 		delay = min(delay*2, time.Second)
 	}
 }
+
+// attemptTimeout bounds one try of retry.
+const attemptTimeout = 5 * time.Second
 
 // sleep waits d or until ctx is done.
 func sleep(ctx context.Context, d time.Duration) {

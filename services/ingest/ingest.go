@@ -164,18 +164,20 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		}
 		msgs[i], datas[i] = m, data
 	}
-	if len(errs) > 0 {
+	bo, boErr := readBuildOptions(body, batch)
+	if len(errs) > 0 && !(boErr == nil && bo.DryRun) {
 		a.m.requests.WithLabelValues("invalid").Inc()
 		a.fail(w, http.StatusBadRequest, fmt.Sprintf("%d invalid field(s); nothing was queued", len(errs)), errs)
 		return
 	}
-	if bo, err := readBuildOptions(body, batch); err != nil || bo.Policy == PolicyOnBuild {
-		if err != nil {
+	if boErr != nil || bo.Policy == PolicyOnBuild {
+		if boErr != nil {
 			a.m.requests.WithLabelValues("invalid").Inc()
-			a.fail(w, http.StatusBadRequest, err.Error(), nil)
+			a.fail(w, http.StatusBadRequest, boErr.Error(), nil)
 			return
 		}
-		a.postOnBuild(w, r, msgs, datas, bo.DryRun) // onbuild.go
+		// A dry run answers for every message, the invalid ones too.
+		a.postOnBuild(w, r, msgs, datas, bo.DryRun, errs) // onbuild.go
 		return
 	}
 	if !a.js.Conn().IsConnected() {

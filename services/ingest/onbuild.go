@@ -75,7 +75,7 @@ var errNoRules = errors.New("this server has no policy rules configured")
 // judge runs the rules over msgs in request order, reading only: nothing is
 // claimed or counted (the policy stage does that when the messages arrive).
 // Earlier messages of the request count against later ones.
-func (a *API) judge(r *http.Request, msgs []envelope.Message) ([]buildResult, error) {
+func (a *API) judge(r *http.Request, msgs []envelope.Message, invalid map[int]string) ([]buildResult, error) {
 	if a.opts.Rules == nil {
 		return nil, errNoRules
 	}
@@ -84,6 +84,10 @@ func (a *API) judge(r *http.Request, msgs []envelope.Message) ([]buildResult, er
 	out := make([]buildResult, len(msgs))
 	for i, m := range msgs {
 		out[i] = buildResult{Index: i, ID: m.ID}
+		if detail, bad := invalid[i]; bad {
+			out[i].Rejected, out[i].Detail = status.ReasonInvalid, detail
+			continue
+		}
 		pm, ferrs := envelope.Prepare(m, now, a.opts.Region, a.opts.MaxChars)
 		if len(ferrs) > 0 { // validated before: cannot happen, but never judge an unprepared number
 			out[i].Rejected, out[i].Detail = status.ReasonInvalid, ferrs[0].Error()
@@ -101,9 +105,23 @@ func (a *API) judge(r *http.Request, msgs []envelope.Message) ([]buildResult, er
 // postOnBuild answers a batch with "policy":"on_build": each message is
 // judged; those that would be rejected are not queued and get their
 // rejected status now (unless dry_run), the rest are queued. The answer
-// keeps "ids" (every message, request order) and adds "results".
-func (a *API) postOnBuild(w http.ResponseWriter, r *http.Request, msgs []envelope.Message, datas [][]byte, dryRun bool) {
-	results, err := a.judge(r, msgs)
+// keeps "ids" (every message, request order) and adds "results". invalid
+// (only in a dry run: otherwise the request was refused) are the messages
+// that failed validation: "rejected":"invalid" with their field errors, and
+// no id.
+func (a *API) postOnBuild(w http.ResponseWriter, r *http.Request, msgs []envelope.Message, datas [][]byte, dryRun bool, invalid []itemError) {
+	bad := map[int]string{}
+	for _, e := range invalid {
+		d := e.Error
+		if e.Field != "" {
+			d = e.Field + ": " + d
+		}
+		if bad[e.Index] != "" {
+			d = bad[e.Index] + "; " + d
+		}
+		bad[e.Index] = d
+	}
+	results, err := a.judge(r, msgs, bad)
 	if errors.Is(err, errNoRules) {
 		a.m.requests.WithLabelValues("invalid").Inc()
 		a.fail(w, http.StatusBadRequest, `"policy":"on_build": `+err.Error(), nil)

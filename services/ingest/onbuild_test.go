@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,6 +140,28 @@ func TestOnBuildChecksEveryMessageBeforeQueueingAny(t *testing.T) {
 		// Nothing was counted: the caps still show only "earlier".
 		if u, _, err := r.Caps.Peek(ctx, "+420600000001", "x", time.Now()); err != nil || u.Day != 1 {
 			t.Errorf("usage = %+v, %v; want 1 today (on_build counts nothing)", u, err)
+		}
+	})
+
+	t.Run("a dry run judges invalid messages too; a real run refuses them", func(t *testing.T) {
+		mixed := []map[string]any{{"to": "not a number", "text": "x"}, {"to": "+420600000003", "text": "fine"}, {"text": ""}}
+		body, _ := json.Marshal(map[string]any{"messages": mixed, "policy": "on_build", "dry_run": true})
+		res := e.post(t, body)
+		var a buildAnswer
+		if err := json.Unmarshal(res.raw, &a); err != nil || res.code != http.StatusOK || len(a.Results) != 3 {
+			t.Fatalf("dry run: code %d %s (%v), want 200 with 3 results", res.code, res.raw, err)
+		}
+		for i, want := range []string{status.ReasonInvalid, "", status.ReasonInvalid} {
+			if got := a.Results[i]; got.Index != i || got.Rejected != want || (want != "" && !strings.Contains(got.Detail, "to")) {
+				t.Errorf("result %d = %+v, want rejected %q naming the field", i, got, want)
+			}
+		}
+		if a.Queued != 1 {
+			t.Errorf("queued = %d in the answer, want 1 (would be)", a.Queued)
+		}
+		body, _ = json.Marshal(map[string]any{"messages": mixed, "policy": "on_build"})
+		if res := e.post(t, body); res.code != http.StatusBadRequest {
+			t.Errorf("on_build with invalid messages: code %d (%s), want 400", res.code, res.raw)
 		}
 	})
 

@@ -3,6 +3,8 @@
 //
 //	smsflow run [--config FILE] [--stages policy,egress,receipts,http]
 //	smsflow smsc-sim [--listen ADDR] [--system-id ID] [--password PW] ...
+//	smsflow send --file contacts.csv --text 'Hi {{.name}}' --campaign C [--dry-run] [--follow]
+//	smsflow bench [--messages N] [--links L] [--rate R] [--receipts] [--json] ...
 //
 // main only maps SIGINT/SIGTERM to a context and calls the command; the
 // commands are the one place where stages are built and wired together.
@@ -23,6 +25,8 @@ const usage = `smsflow: SMS dispatch on NATS JetStream
 Usage:
   smsflow run [--config FILE] [--stages LIST]   run the pipeline (embedded NATS and simulator by default)
   smsflow smsc-sim [flags]                      run the SMPP SMSC simulator alone
+  smsflow bench [flags]                         measure the pipeline in process (smsflow bench -h)
+  smsflow send --file F --text T --campaign C   send a campaign from a CSV file over the HTTP API
   smsflow help                                  this text
 
 Config: embedded defaults, then --config FILE (TOML), then SMSFLOW_SECTION__KEY
@@ -53,6 +57,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer, envi
 		return runCommand(ctx, args[1:], stderr, environ)
 	case "smsc-sim":
 		return simCommand(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, args[1:], stdout, stderr)
+	case "send":
+		return sendCommand(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
