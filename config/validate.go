@@ -126,14 +126,16 @@ func validateIDForms(v *validator, key string, l Link) {
 	}
 }
 
-// maxReceiptTimeout keeps a receipt timeout inside SMS_RECEIPT_TIMERS's
-// max_age (7 days): its schedule must fire before the stream drops it.
-const maxReceiptTimeout = 6 * 24 * time.Hour
+// receiptIndexTTL is the TTL of KV sms_dlr_index (streams/kv): a receipt
+// must find its message there, so the receipt timeout and the orphan wait
+// together stay inside it (and inside SMS_RECEIPT_TIMERS's 7 days).
+const receiptIndexTTL = 72 * time.Hour
 
 func (c Config) validateReceiptTimeout(v *validator) {
 	v.positive("receipts.receipt_timeout", c.Receipts.ReceiptTimeout)
-	if c.Receipts.ReceiptTimeout > maxReceiptTimeout {
-		v.addf("receipts.receipt_timeout: must be at most %s (the timers stream keeps 7 days), got %s", maxReceiptTimeout, c.Receipts.ReceiptTimeout)
+	if sum := c.Receipts.ReceiptTimeout + c.Receipts.OrphanAfter; sum > receiptIndexTTL {
+		v.addf("receipts.receipt_timeout: with receipts.orphan_after must be at most %s (sms_dlr_index keeps receipts' message ids that long), got %s + %s",
+			receiptIndexTTL, c.Receipts.ReceiptTimeout, c.Receipts.OrphanAfter)
 	}
 }
 

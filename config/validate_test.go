@@ -77,7 +77,7 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"orphans are given some time", func(c *Config) { c.Receipts.OrphanAfter = 0 }, "receipts.orphan_after: must be > 0, got 0s"},
 		{"a receipt timeout is positive", func(c *Config) { c.Receipts.ReceiptTimeout = 0 }, "receipts.receipt_timeout: must be > 0, got 0s"},
 		{"a receipt timeout fires before its timer ages out", func(c *Config) { c.Receipts.ReceiptTimeout = 7 * 24 * time.Hour },
-			"receipts.receipt_timeout: must be at most 144h0m0s (the timers stream keeps 7 days), got 168h0m0s"},
+			"receipts.receipt_timeout: with receipts.orphan_after must be at most 72h0m0s (sms_dlr_index keeps receipts' message ids that long), got 168h0m0s + 10m0s"},
 		{"an id form is a known one", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.RespIDForm = "octal" }) },
 			`links.sim1.resp_id_form: must be one of text, decimal, hex; got "octal"`},
 		{"a numeric id form on one side needs one on the other", func(c *Config) { setLink(c, "sim1", func(l *Link) { l.ReceiptIDForm = "decimal" }) },

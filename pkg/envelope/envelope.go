@@ -41,9 +41,11 @@ const (
 	MaxCallbackURL  = 2048
 	MaxEncodedBytes = 1 << 20
 
-	// MaxSendAhead is how far ahead send_at may be: further is more likely
-	// a typo (a wrong year) than a plan, and would hold a schedule for ever.
-	MaxSendAhead = 366 * 24 * time.Hour
+	// MaxSendAhead is how far ahead send_at may be. A held message's
+	// accepted and scheduled events must still be in SMS_STATUS (max_age 7
+	// days) when it is released: its status, its campaign count and the
+	// "already handled" check all read them.
+	MaxSendAhead = 6 * 24 * time.Hour
 )
 
 // Message is one SMS request. The fields under "set by the pipeline" are
@@ -272,7 +274,7 @@ func (m Message) Validate(now time.Time) []FieldError {
 		add("route", "must be a pool name: letters, digits, '-' or '_'")
 	}
 	if !m.SendAt.IsZero() && m.SendAt.After(now.Add(MaxSendAhead)) {
-		add("send_at", fmt.Sprintf("more than a year ahead (%s); at most %s", m.SendAt.Format(time.RFC3339), now.Add(MaxSendAhead).UTC().Format(time.RFC3339)))
+		add("send_at", fmt.Sprintf("more than %d days ahead (%s); at most %s", int(MaxSendAhead/(24*time.Hour)), m.SendAt.Format(time.RFC3339), now.Add(MaxSendAhead).UTC().Format(time.RFC3339)))
 	}
 	if m.CallbackURL != "" {
 		u, err := url.Parse(m.CallbackURL)

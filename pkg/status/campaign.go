@@ -24,13 +24,13 @@ import (
 const CountsStream = "SMS_COUNTS"
 
 // Statuses lists every status a message can have, in life order.
-var Statuses = []string{Accepted, Scheduled, Queued, Submitted, Rejected, Delivered, Undelivered, Expired, Failed}
+var Statuses = []string{Accepted, Scheduled, Released, Queued, Submitted, Rejected, Delivered, Undelivered, Expired, Failed}
 
 // IsStatus reports whether s is a status, not an attempt record (retry,
 // throttled, submit_unknown): only statuses change what a message is.
 func IsStatus(s string) bool {
 	switch s {
-	case Accepted, Scheduled, Queued, Submitted, Rejected, Delivered, Undelivered, Expired, Failed:
+	case Accepted, Scheduled, Released, Queued, Submitted, Rejected, Delivered, Undelivered, Expired, Failed:
 		return true
 	}
 	return false

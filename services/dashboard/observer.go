@@ -61,7 +61,7 @@ type ObserverOptions struct {
 
 // closed sets: the statuses and history entries counted, each a label value.
 var eventKinds = []string{
-	status.Accepted, status.Scheduled, status.Queued, status.Submitted, status.Delivered,
+	status.Accepted, status.Scheduled, status.Released, status.Queued, status.Submitted, status.Delivered,
 	status.Undelivered, status.Expired, status.Failed, status.Rejected,
 	status.Retry, status.Throttled, status.SubmitUnknown,
 }
@@ -244,6 +244,8 @@ func (o *Observer) observe(ev status.Event) {
 	switch {
 	case kind == status.Accepted:
 		o.track.accepted(ev.ID, ev.At)
+	case kind == status.Released:
+		o.track.released(ev.ID, ev.At)
 	case kind == status.Submitted:
 		if at, ok := o.track.submitted(ev.ID, ev.At); ok {
 			d := ev.At.Sub(at).Seconds()

@@ -370,3 +370,23 @@ func TestTheObserverSurvivesANATSRestart(t *testing.T) {
 		t.Fatalf("counts %v, %d delivery samples; want exactly 50 of each (no event lost or counted twice)", snap.Counts, snap.ToDeliv.Samples)
 	}
 }
+
+// A scheduled message's wait for its send_at is not latency: the clock
+// starts again at its release, and the release is an event like any other.
+func TestAScheduledMessageIsTimedFromItsRelease(t *testing.T) {
+	o, _, _ := newTestObserver(t, ObserverOptions{})
+	o.observe(status.Event{ID: "s", Status: status.Accepted, At: t0})
+	o.observe(status.Event{ID: "s", Status: status.Scheduled, At: t0.Add(time.Millisecond)})
+	o.observe(status.Event{ID: "s", Status: status.Released, At: t0.Add(time.Hour)})
+	o.observe(status.Event{ID: "s", Status: status.Submitted, Link: "sim1", At: t0.Add(time.Hour + 2*time.Second)})
+	snap := o.Snapshot()
+	if snap.ToSub.Samples != 1 || snap.ToSub.AvgMs != 2000 {
+		t.Errorf("accepted→submitted = %v, want 1 sample of 2000 ms (from the release)", snap.ToSub)
+	}
+	if snap.Counts[status.Released] != 1 {
+		t.Errorf("counts = %v, want 1 released", snap.Counts)
+	}
+	if got := testutil.ToFloat64(o.m.undecoded); got != 0 {
+		t.Errorf("undecodable events = %v, want 0 (released is a known event)", got)
+	}
+}

@@ -61,6 +61,12 @@ func (t *tracker) accepted(id string, at time.Time) {
 	}
 }
 
+// released restarts a scheduled message's clock: its wait for send_at is
+// what it asked for, not latency.
+func (t *tracker) released(id string, at time.Time) {
+	t.entry(id).accepted = at
+}
+
 // submitted records the submitted time and returns the accepted time, if
 // the accepted event was seen. A second submitted event (a redelivery found
 // the message submitted) is not a second sample.

@@ -24,16 +24,22 @@ type buildOptions struct {
 	DryRun bool   `json:"dry_run"`
 }
 
-// readBuildOptions reads "policy" and "dry_run" of a batch body; a single
-// envelope has none (its fields are the message's own).
+// readBuildOptions reads "policy" and "dry_run" of a batch body. A single
+// envelope with either is refused rather than kept as unknown fields of the
+// message: a "dry_run" that sends would be the worst surprise.
 func readBuildOptions(body []byte, batch bool) (buildOptions, error) {
 	var o buildOptions
-	if !batch {
-		return o, nil
-	}
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(body, &probe); err != nil {
 		return o, err
+	}
+	if !batch {
+		for _, k := range []string{"policy", "dry_run"} {
+			if _, ok := probe[k]; ok {
+				return o, fmt.Errorf(`%q belongs beside a batch: {"messages":[…], "policy":%q, "dry_run":true}`, k, PolicyOnBuild)
+			}
+		}
+		return o, nil
 	}
 	if v, ok := probe["policy"]; ok {
 		if err := json.Unmarshal(v, &o.Policy); err != nil || o.Policy != PolicyOnBuild {
@@ -152,17 +158,25 @@ func (a *API) postOnBuild(w http.ResponseWriter, r *http.Request, msgs []envelop
 		if res.Rejected == "" {
 			continue
 		}
-		ev := status.Event{ID: res.ID, Status: status.Rejected, Reason: res.Rejected, Detail: res.Detail, Stage: "ingest", Campaign: msgs[res.Index].Campaign}
-		err := a.pub.Publish(r.Context(), ev)
-		if err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+		m := msgs[res.Index]
+		ev := status.Event{ID: res.ID, Status: status.Rejected, Reason: res.Rejected, Detail: res.Detail, Stage: "ingest",
+			Campaign: eventCampaign(m.Campaign), CallbackURL: m.CallbackURL}
+		// Only as the message's first event: the same request sent again
+		// (safe, the API says) must not end a message that an earlier one
+		// queued, and that egress will send whatever its status says.
+		_, err := a.pub.PublishNext(r.Context(), ev, 0)
+		if errors.Is(err, status.ErrNotNext) {
+			results[res.Index].Rejected = ""
+			results[res.Index].Detail = "already known: " + a.latestStatus(r, res.ID)
+			continue
+		}
+		if err != nil {
 			a.m.requests.WithLabelValues("error").Inc()
 			a.log.Warn("on_build: rejected status not written", "msg_id", res.ID, "err", err)
 			a.fail(w, http.StatusServiceUnavailable, "could not record the rejections; retrying the same request is safe", nil)
 			return
 		}
-		if err == nil {
-			a.m.onBuild.WithLabelValues(res.Rejected).Inc()
-		}
+		a.m.onBuild.WithLabelValues(res.Rejected).Inc()
 	}
 	if len(queue) > 0 {
 		if err := a.publish(r.Context(), queue, queueData); err != nil {
@@ -175,4 +189,27 @@ func (a *API) postOnBuild(w http.ResponseWriter, r *http.Request, msgs []envelop
 	a.m.requests.WithLabelValues("accepted").Inc()
 	a.m.messages.Add(float64(len(queue)))
 	writeJSON(w, http.StatusAccepted, answer)
+}
+
+// latestStatus names a message's latest status for an answer ("unknown"
+// when it cannot be read).
+func (a *API) latestStatus(r *http.Request, id string) string {
+	ev, err := a.pub.Latest(r.Context(), id)
+	if err != nil {
+		return "unknown"
+	}
+	if ev.Reason != "" {
+		return ev.Status + "/" + ev.Reason
+	}
+	return ev.Status
+}
+
+// eventCampaign is the campaign to put in a status event: none when it is
+// too long to be valid, since it is the sender's input and an event must fit
+// a NATS message.
+func eventCampaign(c string) string {
+	if len(c) > envelope.MaxCampaignLen {
+		return ""
+	}
+	return c
 }

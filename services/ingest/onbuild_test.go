@@ -165,8 +165,37 @@ func TestOnBuildChecksEveryMessageBeforeQueueingAny(t *testing.T) {
 		}
 	})
 
+	t.Run("the same request again does not reject what the first one queued", func(t *testing.T) {
+		// b0 was queued by the run above; now its number is over the cap
+		// (b0 and b4 counted nothing, but the earlier one and a new
+		// message do), so a fresh verdict would reject it.
+		if v, err := r.Decide(ctx, envelope.Message{ID: "later", To: "+420600000001", Text: "other"}); err != nil || v.Reason != "" {
+			t.Fatalf("decide: %+v %v", v, err)
+		}
+		// The policy stage has queued b0 (no policy stage runs here).
+		for _, st := range []string{status.Accepted, status.Queued} {
+			if err := e.pub.Publish(ctx, status.Event{ID: "b0", Status: st}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"messages": batch[:1], "policy": "on_build"})
+		res := e.post(t, body)
+		var a buildAnswer
+		if err := json.Unmarshal(res.raw, &a); err != nil || res.code != http.StatusAccepted || len(a.Results) != 1 {
+			t.Fatalf("code %d %s (%v), want 202 with 1 result", res.code, res.raw, err)
+		}
+		if got := a.Results[0]; got.Rejected != "" || !strings.Contains(got.Detail, "already known") {
+			t.Errorf("result = %+v, want not rejected, already known", got)
+		}
+		if ev, err := e.pub.Latest(ctx, "b0"); err != nil || ev.Status != status.Queued {
+			t.Errorf("b0's latest status = %+v, %v; want still queued", ev, err)
+		}
+	})
+
 	t.Run("bad options are refused with 400", func(t *testing.T) {
 		for _, b := range []string{
+			`{"to":"+420600000001","text":"x","policy":"on_build","dry_run":true}`,
+			`{"to":"+420600000001","text":"x","dry_run":true}`,
 			`{"messages":[{"to":"+420600000001","text":"x"}],"policy":"later"}`,
 			`{"messages":[{"to":"+420600000001","text":"x"}],"dry_run":true}`,
 			`{"messages":[{"to":"+420600000001","text":"x"}],"policy":"on_build","dry_run":"yes"}`,

@@ -178,6 +178,14 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		}
 		return err
 	}
+	var los []egress.LinkOptions
+	if stages["egress"] {
+		// Before any stage starts: an error here must not leave goroutines
+		// running while the deferred close drains NATS under them.
+		if los, err = linkOptions(cfg); err != nil {
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if bl != nil {
 		g.Go(func() error { return bl.Run(gctx) })
@@ -194,13 +202,9 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		optOuts := policy.NewOptOuts(b.JS, pp.store, optout.NewKeywords(cfg.Policy.StopKeywords, cfg.Policy.StartKeywords), cfg.Policy.DefaultRegion, plog, pm)
 		g.Go(func() error { return pp.view.Run(gctx) })
 		g.Go(func() error { return optOuts.Run(gctx) })
-		g.Go(func() error { return afterReady(gctx, bl, pol.Run) })
+		g.Go(func() error { return afterReady(gctx, pol.Run, bl.Ready(), pp.view.Ready()) })
 	}
 	if stages["egress"] {
-		los, err := linkOptions(cfg)
-		if err != nil {
-			return err
-		}
 		eg = egress.New(b.JS, pub, los, egress.Options{
 			MaxAttempts: cfg.Egress.MaxAttempts, BackoffMin: cfg.Egress.BackoffMin,
 			BackoffMax: cfg.Egress.BackoffMax, Grace: cfg.Egress.ShutdownGrace,
@@ -279,15 +283,18 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 	return err
 }
 
-// afterReady runs f once the blacklist has loaded, so no message is judged
-// against a list that is still empty; nil if ctx ends first.
-func afterReady(ctx context.Context, bl *blacklist.List, f func(context.Context) error) error {
-	select {
-	case <-bl.Ready():
-		return f(ctx)
-	case <-ctx.Done():
-		return nil
+// afterReady runs f once every ready channel is closed (the blacklist and
+// the opt-out view have loaded), so no message is judged against a list that
+// is still empty or naked for want of one; nil if ctx ends first.
+func afterReady(ctx context.Context, f func(context.Context) error, ready ...<-chan struct{}) error {
+	for _, r := range ready {
+		select {
+		case <-r:
+		case <-ctx.Done():
+			return nil
+		}
 	}
+	return f(ctx)
 }
 
 // stopped reports whether err is only ctx ending: a signal during start-up
