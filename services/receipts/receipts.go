@@ -59,14 +59,15 @@ type Options struct {
 
 // Stage is the receipts stage.
 type Stage struct {
-	js    jetstream.JetStream
-	pub   *status.Publisher
-	index jetstream.KeyValue
-	parts jetstream.KeyValue
-	opts  Options
-	log   *slog.Logger
-	m     *Metrics
-	now   func() time.Time
+	js     jetstream.JetStream
+	pub    *status.Publisher
+	index  jetstream.KeyValue
+	parts  jetstream.KeyValue
+	timers jetstream.Stream // SMS_RECEIPT_TIMERS
+	opts   Options
+	log    *slog.Logger
+	m      *Metrics
+	now    func() time.Time
 }
 
 // New makes the stage.
@@ -108,6 +109,12 @@ func (s *Stage) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("receipts: kv %s: %w", b.name, err)
 		}
+	}
+	if s.timers, err = s.js.Stream(ctx, streams.ReceiptTimers); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("receipts: stream %s: %w", streams.ReceiptTimers, err)
 	}
 	type loop struct {
 		stream, durable string

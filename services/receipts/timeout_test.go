@@ -96,12 +96,22 @@ func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
 	const id = "01JMSG000000000000000INTME"
 	h.submitted(id, "w1", time.Now())
 	h.waitTimeouts("scheduled", 1) // the timer exists before the receipt comes
+	if !h.stored(TimerWaitSubject(id)) {
+		t.Fatal("no receipt timer scheduled")
+	}
 	h.indexed("w1", id)
 	h.receipt(dlr.Record{Text: text("w1", "DELIVRD", "000")})
 	h.waitCount(status.Delivered, 1)
-	h.waitTimeouts("settled", 1) // it fires later and finds the message final
-	if n := h.timeouts("expired"); n != 0 {
-		t.Fatalf("timeouts expired = %v, want 0", n)
+	// The receipt settled it: the timer is dropped, not left to fire.
+	h.waitTimeouts("dropped", 1)
+	if h.stored(TimerWaitSubject(id)) {
+		t.Fatal("the settled message's receipt timer is still scheduled")
+	}
+	time.Sleep(3 * time.Second) // past the 2 s timeout: nothing fires
+	for _, r := range []string{"expired", "settled"} {
+		if n := h.timeouts(r); n != 0 {
+			t.Fatalf("timeouts %s = %v, want 0", r, n)
+		}
 	}
 	if ev := h.onlyTerminal(id); ev.Status != status.Delivered {
 		t.Fatalf("status = %s, want delivered", ev.Status)
