@@ -72,7 +72,7 @@ func (c Config) validateNATS(v *validator) {
 				u, err = url.Parse("nats://" + part)
 			}
 			if err != nil || u.Host == "" {
-				v.addf("nats.url: %q is not a server URL like nats://host:4222", shorten(part))
+				v.addf("nats.url: %q is not a server URL like nats://host:4222", shorten(withoutUserinfo(part)))
 			}
 		}
 	}
@@ -346,4 +346,17 @@ func validPrefix(s string) bool {
 
 func validRegion(s string) bool {
 	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
+}
+
+// withoutUserinfo hides what comes before an '@' in a URL's authority: an
+// error message must not echo a password written into nats.url.
+func withoutUserinfo(u string) string {
+	rest, scheme := u, ""
+	if i := strings.Index(u, "://"); i >= 0 {
+		scheme, rest = u[:i+3], u[i+3:]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return scheme + "…@" + rest[i+1:]
+	}
+	return u
 }

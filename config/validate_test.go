@@ -28,6 +28,7 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 		{"an embedded server needs a listen address", func(c *Config) { c.NATS.Listen = "localhost" }, `nats.listen: must be host:port, got "localhost"`},
 		{"an embedded server needs a data dir", func(c *Config) { c.NATS.DataDir = "" }, "nats.data_dir: must not be empty"},
 		{"an external server needs a URL with a host", func(c *Config) { c.NATS.URL = "nats://" }, `nats.url: "nats://" is not a server URL`},
+		{"a bad URL is named without its password", func(c *Config) { c.NATS.URL = "nats://me:s3cret@" }, `nats.url: "nats://…@" is not a server URL`},
 		{"creds and user do not mix", func(c *Config) { c.NATS.URL = "nats://x:4222"; c.NATS.Creds = "a.creds"; c.NATS.User = "u" }, "nats.user: must be empty when nats.creds is set"},
 		{"a password needs a user", func(c *Config) { c.NATS.Password = "p" }, "nats.password: set but nats.user is empty"},
 		{"the HTTP port must be a number", func(c *Config) { c.HTTP.Listen = "127.0.0.1:http" }, "http.listen: port must be a number from 0 to 65535"},

@@ -396,6 +396,12 @@ func (s *Stage) post(ctx context.Context, dest *url.URL, e event) error {
 	start := time.Now()
 	resp, err := s.cli.Do(req)
 	s.m.latency.Observe(time.Since(start).Seconds())
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		// A callback URL may carry a token in its query or user info: the
+		// error (logged) names only where it went.
+		uerr.URL = (&url.URL{Scheme: dest.Scheme, Host: dest.Host, Path: dest.Path}).String()
+	}
 	if err == nil {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // reuse the connection
 		resp.Body.Close()
