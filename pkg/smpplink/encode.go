@@ -2,7 +2,6 @@ package smpplink
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/fiorix/go-smpp/smpp/encoding"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutext"
@@ -36,17 +35,6 @@ const (
 	SplitUDH Split = "udh" // a concatenation UDH in each short_message (esm_class 0x40)
 	SplitSAR Split = "sar" // the sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs
 )
-
-// ParseSplit checks a link's split setting; "" is SplitUDH.
-func ParseSplit(s string) (Split, error) {
-	switch Split(s) {
-	case "", SplitUDH:
-		return SplitUDH, nil
-	case SplitSAR:
-		return SplitSAR, nil
-	}
-	return "", fmt.Errorf("split must be %q or %q, got %q", SplitUDH, SplitSAR, s)
-}
 
 // Encode picks the alphabet for text: GSM 03.38 7-bit when every character is
 // in it (extension table included), UCS-2 otherwise. single reports whether

@@ -79,17 +79,6 @@ const (
 	BindTXRX BindMode = "tx_rx" // bind_transmitter + bind_receiver: two connections per session
 )
 
-// ParseBindMode checks a link's bind_mode setting; "" is BindTRX.
-func ParseBindMode(s string) (BindMode, error) {
-	switch BindMode(s) {
-	case "", BindTRX:
-		return BindTRX, nil
-	case BindTXRX:
-		return BindTXRX, nil
-	}
-	return "", fmt.Errorf("bind_mode must be %q or %q, got %q", BindTRX, BindTXRX, s)
-}
-
 // Deliver receives each deliver_sm of the link. It runs on the link's read
 // loop and go-smpp sends the deliver_sm_resp when it returns: store the PDU
 // durably before returning ("stored before acknowledged"), and keep it short,
