@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,7 +74,9 @@ func TestTransmitterAndReceiverPairsSubmitAndReceiveOnSeparateBinds(t *testing.T
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var got []pdu.Body
+	var entered atomic.Int32
 	deliver := func(p pdu.Body) {
+		entered.Add(1)
 		<-release
 		mu.Lock()
 		got = append(got, p)
@@ -90,7 +93,9 @@ func TestTransmitterAndReceiverPairsSubmitAndReceiveOnSeparateBinds(t *testing.T
 			t.Fatalf("submit: %v", err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // the receipts are on their way to the blocked handler
+	// Each receiver's read loop is now held in the handler with a receipt.
+	natstest.Eventually(t, wait, "want a receipt in the blocked handler", func() bool { return entered.Load() > 0 })
+	time.Sleep(100 * time.Millisecond) // room for a wrong early deliver_sm_resp to reach the SMSC
 	if n := sim.ReceiptsAcked(); n != 0 {
 		t.Fatalf("%d receipts acknowledged while the handler had not returned, want 0", n)
 	}
