@@ -395,9 +395,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // A receiver down for an hour (by the stage's clock) gets every status when
 // it is back: an hour is well inside max_age, so nothing is given up.
 func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
+	eachWait(t, testAReceiverDownForAnHourGetsEverythingWhenBack)
+}
+
+func testAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T, min, max time.Duration, parked bool) {
 	_, js, pub := statustest.Setup(t)
 	rcv, srv := newReceiver(t, 1<<40) // refuses everything until failFirst is lowered
-	s, m := newStage(t, js, pub, Options{DefaultURL: srv.URL})
+	s, m := newStage(t, js, pub, Options{DefaultURL: srv.URL, BackoffMin: min, BackoffMax: max})
 	var offset atomic.Int64
 	s.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	life := []string{status.Accepted, status.Queued, status.Submitted, status.Delivered}
@@ -405,23 +409,24 @@ func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
 		publish(t, pub, fmt.Sprintf("down-%d", i), "", life...)
 	}
 	natstest.Run(t, 10*time.Second, s.Run)
-	natstest.Eventually(t, 20*time.Second, "the receiver refuses 20 requests", func() bool {
-		return testutil.ToFloat64(m.events.WithLabelValues("failed")) >= 20
+	refusals := 20.0
+	if parked {
+		refusals = 3 // a try every second or two
+	}
+	natstest.Eventually(t, 20*time.Second, fmt.Sprintf("the receiver refuses %v requests", refusals), func() bool {
+		return testutil.ToFloat64(m.events.WithLabelValues("failed")) >= refusals
 	})
 	offset.Store(int64(time.Hour))
 	rcv.mu.Lock()
 	rcv.failFirst = 0 // back up
 	rcv.mu.Unlock()
 	natstest.Eventually(t, 30*time.Second, "all 40 statuses arrive", func() bool { return rcv.total() == 40 })
-	got, _, _, _, _ := rcv.snapshot()
-	for id, sts := range got {
-		if !slices.Equal(sts, life) {
-			t.Errorf("%s got %v, want %v", id, sts, life)
-		}
-	}
+	got, ids, _, _, _ := rcv.snapshot()
+	onceInOrder(t, got, ids, life)
 	if e := testutil.ToFloat64(m.events.WithLabelValues("expired")); e != 0 {
 		t.Errorf("%v statuses given up, want 0", e)
 	}
+	checkParked(t, m, parked)
 }
 
 func TestMetricsLint(t *testing.T) {
