@@ -34,6 +34,8 @@ const (
 
 	ReceiptTimers = "SMS_RECEIPT_TIMERS" // receipt timeouts, as message schedules
 	Counts        = "SMS_COUNTS"
+
+	WebhookPark = "SMS_WEBHOOK_PARK" // webhooks whose host fails or is busy, as message schedules
 )
 
 // KV bucket names.
@@ -67,6 +69,8 @@ const (
 	ConsumerStatus          = "status"
 	ConsumerWebhooks        = "webhooks"
 	ConsumerOptOut          = "policy-optout" // on SMS_INBOUND
+
+	ConsumerWebhooksDue = "webhooks-due" // on SMS_WEBHOOK_PARK: parked webhooks, due again
 )
 
 // poolPlaceholder is replaced by a pool name in the egress consumer template.
@@ -220,7 +224,8 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
 		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
 		{ReceiptTimers, ConsumerReceiptRechecks}, {Status, ConsumerStatus}, {Status, ConsumerWebhooks},
-		{Inbound, ConsumerOptOut}} {
+		{Inbound, ConsumerOptOut},
+		{WebhookPark, ConsumerWebhooksDue}} {
 		c, err := Consumer(sc[0], sc[1])
 		if err != nil {
 			return err

@@ -23,7 +23,8 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]bool{streams.Outbound: true, streams.Egress: true, streams.Status: true, streams.DLR: true, streams.Inbound: true,
-		streams.ReceiptTimers: true, streams.Counts: true}
+		streams.ReceiptTimers: true, streams.Counts: true,
+		streams.WebhookPark: true}
 	for _, c := range ss {
 		if !want[c.Name] {
 			t.Errorf("unexpected stream %s", c.Name)
@@ -64,7 +65,8 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 			t.Errorf("kv %s: %v", b, err)
 		}
 	}
-	for _, sc := range [][2]string{{streams.Status, streams.ConsumerReceiptTimers}, {streams.ReceiptTimers, streams.ConsumerReceiptTimeouts}} {
+	for _, sc := range [][2]string{{streams.Status, streams.ConsumerReceiptTimers}, {streams.ReceiptTimers, streams.ConsumerReceiptTimeouts},
+		{streams.WebhookPark, streams.ConsumerWebhooksDue}} {
 		if _, err := js.Consumer(ctx, sc[0], sc[1]); err != nil {
 			t.Errorf("consumer %s/%s: %v", sc[0], sc[1], err)
 		}

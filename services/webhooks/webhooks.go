@@ -15,8 +15,12 @@
 // header is the same on every attempt, so the receiver can drop it.
 //
 // Each destination host has at most PerHost requests in flight, and a host
-// that failed is not tried again until its backoff has passed: its events go
-// back to the broker, so a slow or dead receiver holds up no other.
+// that failed is not tried again until its backoff has passed. Its events
+// go back to the broker for a wait under a second; a longer one parks them
+// on SMS_WEBHOOK_PARK (see park.go), out of the webhooks consumer, so a slow
+// or dead receiver neither holds up another nor fills max_ack_pending. A
+// catch-up of many earlier events tells the broker it is in progress before
+// each request, so a slow host does not cause a redelivery.
 // Attempt records (retry, throttled, submit_unknown) are not status changes
 // and are not sent.
 package webhooks
@@ -42,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/smsflow/smsflow/config"
 	"github.com/smsflow/smsflow/pkg/consume"
@@ -93,7 +98,8 @@ type Stage struct {
 	opts   Options
 	log    *slog.Logger
 	m      *Metrics
-	now    func() time.Time
+	now    func() time.Time // the stage's clock: ages and backoffs
+	wall   func() time.Time // the server's clock: when a parked event is due
 
 	mu    sync.Mutex
 	busy  map[string]bool // message ids being delivered here
@@ -133,7 +139,7 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: opts.PerHost, IdleConnTimeout: 90 * time.Second},
 	}
-	return &Stage{js: js, pub: pub, cli: cli, opts: opts, log: log, m: m, now: time.Now, busy: map[string]bool{}, hosts: map[string]*host{}}
+	return &Stage{js: js, pub: pub, cli: cli, opts: opts, log: log, m: m, now: time.Now, wall: time.Now, busy: map[string]bool{}, hosts: map[string]*host{}}
 }
 
 // Run consumes until ctx is done, then finishes the requests in hand. It
@@ -160,13 +166,28 @@ func (s *Stage) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("webhooks: consumer: %w", err)
 	}
+	due, err := s.js.Consumer(ctx, streams.WebhookPark, streams.ConsumerWebhooksDue)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("webhooks: consumer of parked events: %w", err)
+	}
 	if s.opts.Secret == "" {
 		s.log.Warn("webhooks.secret is empty: requests go out unsigned")
 	}
 	s.log.Info("webhooks stage started", "default_url", s.opts.DefaultURL != "", "max_age", s.opts.MaxAge, "per_host", s.opts.PerHost)
 	defer s.log.Info("webhooks stage stopped")
 	defer s.cli.CloseIdleConnections() // no keep-alive goroutine outlives the stage
-	return consume.Run(ctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: s.opts.Concurrency, Grace: s.opts.Grace, Log: s.log})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return consume.Run(gctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: s.opts.Concurrency, Grace: s.opts.Grace, Log: s.log})
+	})
+	g.Go(func() error {
+		return consume.Run(gctx, due, s.handleDue, consume.Options{Batch: 256, Concurrency: s.opts.Concurrency, Grace: s.opts.Grace,
+			Log: s.log.With("consumer", streams.ConsumerWebhooksDue)})
+	})
+	return g.Wait()
 }
 
 // event is one status event as read from SMS_STATUS.
@@ -192,6 +213,12 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		s.m.events.WithLabelValues("not_a_status").Inc()
 		return consume.Ack()
 	}
+	return s.deliver(ctx, msg, e)
+}
+
+// deliver sends e (from SMS_STATUS, or parked) to its message's destination,
+// after any earlier status of the message not yet delivered.
+func (s *Stage) deliver(ctx context.Context, msg jetstream.Msg, e event) consume.Outcome {
 	dest, err := s.destination(ctx, e.ev)
 	if err != nil {
 		return s.retry(msg, "error", err)
@@ -202,7 +229,9 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	}
 	// One message's events one at a time here; a handler never waits for
 	// another's request (which may hang on a slow host): it gives the event
-	// back for a moment instead.
+	// back for a moment instead. Naked, not parked: such events are few (a
+	// message's statuses behind one request in flight), and parking them
+	// would delay a message to a healthy host by a second.
 	s.mu.Lock()
 	busy := s.busy[e.ev.ID]
 	if !busy {
@@ -256,7 +285,12 @@ func (s *Stage) deliverUpTo(ctx context.Context, msg jetstream.Msg, dest *url.UR
 		s.m.events.WithLabelValues("duplicate").Inc()
 		return consume.Ack()
 	}
-	for done < e.seq {
+	for n := 0; done < e.seq; n++ {
+		if n > 0 {
+			// A catch-up: each request may take up to Timeout, their sum
+			// longer than the ack wait.
+			_ = consume.Touch(msg)
+		}
 		next := e
 		if done+1 < e.seq {
 			if next, err = s.nextAfter(ctx, e.ev.ID, done, e.seq); err != nil {
@@ -267,7 +301,7 @@ func (s *Stage) deliverUpTo(ctx context.Context, msg jetstream.Msg, dest *url.UR
 			s.m.events.WithLabelValues("expired").Inc()
 			s.log.Warn("webhook given up: event older than webhooks.max_age", "msg_id", next.ev.ID, "status", next.ev.Status, "seq", next.seq, "host", dest.Host, "age", age)
 		} else if err := s.post(ctx, dest, next); err != nil {
-			return s.retry(msg, "failed", err)
+			return s.giveBack(ctx, msg, dest, e, "failed", err)
 		} else {
 			s.m.events.WithLabelValues("delivered").Inc()
 		}
@@ -431,6 +465,30 @@ func (s *Stage) host(name string) *host {
 	return h
 }
 
+// giveBack is retry for an event its host did not take (err from post, or
+// a deferredError): a wait of parkAfter or more, until the host may be tried
+// again, parks it out of the consumer; a shorter one naks it.
+func (s *Stage) giveBack(ctx context.Context, msg jetstream.Msg, dest *url.URL, e event, result string, err error) consume.Outcome {
+	var wait time.Duration
+	var d *deferredError
+	if errors.As(err, &d) {
+		wait = d.wait
+	} else {
+		h := s.host(dest.Host)
+		s.mu.Lock()
+		wait = h.until.Sub(s.now())
+		s.mu.Unlock()
+	}
+	if wait = wait + time.Duration(rand.Float64()*float64(wait/2)); wait < parkAfter {
+		return s.retry(msg, result, err)
+	}
+	if d == nil {
+		s.m.events.WithLabelValues(result).Inc()
+		s.log.Warn("webhook not delivered, parked", "msg_id", e.ev.ID, "seq", e.seq, "host", dest.Host, "wait", wait, "err", err)
+	}
+	return s.park(ctx, msg, e, wait)
+}
+
 // retry gives the event back to the broker with backoff and jitter; result
 // labels the metric.
 func (s *Stage) retry(msg jetstream.Msg, result string, err error) consume.Outcome {
@@ -457,7 +515,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "smsflow", Subsystem: "webhooks", Name: "events_total",
-			Help: "Status events by what the webhooks stage did (delivered, failed, deferred, expired, duplicate, no_url, not_a_status, invalid, error).",
+			Help: "Status events by what the webhooks stage did (delivered, failed, deferred, parked, expired, duplicate, no_url, not_a_status, invalid, error).",
 		}, []string{"result"}),
 		latency: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "smsflow", Subsystem: "webhooks", Name: "request_duration_seconds",
@@ -465,7 +523,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 	}
-	for _, r := range []string{"delivered", "failed", "deferred", "expired", "duplicate", "no_url", "not_a_status", "invalid", "error"} {
+	for _, r := range []string{"delivered", "failed", "deferred", "parked", "expired", "duplicate", "no_url", "not_a_status", "invalid", "error"} {
 		m.events.WithLabelValues(r)
 	}
 	return m

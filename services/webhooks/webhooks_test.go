@@ -112,6 +112,22 @@ func validSignature(h string, body []byte) bool {
 	return hmac.Equal([]byte(sig), []byte(want))
 }
 
+// onceInOrder fails the test unless every message got life, in order, and
+// every event id was accepted once.
+func onceInOrder(t *testing.T, got map[string][]string, ids map[string]int, life []string) {
+	t.Helper()
+	for id, sts := range got {
+		if !slices.Equal(sts, life) {
+			t.Errorf("%s got %v, want %v in that order, once each", id, sts, life)
+		}
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Errorf("event %s accepted %d times, want once", id, n)
+		}
+	}
+}
+
 func (r *receiver) snapshot() (map[string][]string, map[string]int, int64, int, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -188,25 +204,12 @@ func TestAFailingReceiverGetsEveryStatusOnceAndInOrder(t *testing.T) {
 	want := msgs * len(life)
 	natstest.Eventually(t, 40*time.Second, fmt.Sprintf("receiver accepts %d statuses", want), func() bool { return rcv.total() >= want })
 	// Settled: nothing more comes.
-	cons, _ := js.Consumer(context.Background(), streams.Status, streams.ConsumerWebhooks)
-	natstest.Eventually(t, 20*time.Second, "the webhooks consumer settles", func() bool {
-		info, err := cons.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
-	})
+	settled(t, js, streams.Status, streams.ConsumerWebhooks)
 	got, ids, requests, _, badSig := rcv.snapshot()
 	if len(got) != msgs {
 		t.Fatalf("statuses for %d messages, want %d (bad-url must get none): %v", len(got), msgs, got)
 	}
-	for id, sts := range got {
-		if !slices.Equal(sts, life) {
-			t.Errorf("%s got %v, want %v in that order, once each", id, sts, life)
-		}
-	}
-	for id, n := range ids {
-		if n != 1 {
-			t.Errorf("event %s accepted %d times, want once", id, n)
-		}
-	}
+	onceInOrder(t, got, ids, life)
 	if len(ids) != want || requests != int64(want)+100 {
 		t.Errorf("%d distinct event ids over %d requests, want %d over %d (%d failed first)", len(ids), requests, want, want+100, 100)
 	}
@@ -224,9 +227,28 @@ func TestAFailingReceiverGetsEveryStatusOnceAndInOrder(t *testing.T) {
 		testutil.ToFloat64(m.events.WithLabelValues("duplicate")))
 }
 
+// eachWait runs f with retry waits under a second (naked back to the
+// consumer) and with waits of a second or more (parked out of it); parked
+// says which.
+func eachWait(t *testing.T, f func(t *testing.T, min, max time.Duration, parked bool)) {
+	t.Run("naked", func(t *testing.T) { f(t, 10*time.Millisecond, 100*time.Millisecond, false) })
+	t.Run("parked", func(t *testing.T) { f(t, time.Second, 2*time.Second, true) })
+}
+
+// checkParked fails the test if the stage parked nothing when it should
+// have, or anything when it should not.
+func checkParked(t *testing.T, m *Metrics, parked bool) {
+	t.Helper()
+	if p := testutil.ToFloat64(m.events.WithLabelValues("parked")); (p > 0) != parked {
+		t.Errorf("parked metric = %v, want parking %v", p, parked)
+	}
+}
+
 // A host that does not answer holds at most PerHost requests, and another
 // host gets all its statuses meanwhile.
-func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
+func TestASlowHostDoesNotHoldUpAnother(t *testing.T) { eachWait(t, testASlowHostDoesNotHoldUpAnother) }
+
+func testASlowHostDoesNotHoldUpAnother(t *testing.T, min, max time.Duration, parked bool) {
 	_, js, pub := statustest.Setup(t)
 	slow, slowSrv := newReceiver(t, 0)
 	slow.block = make(chan struct{})
@@ -239,7 +261,8 @@ func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
 		publish(t, pub, fmt.Sprintf("slow-%02d", i), slowSrv.URL, life...)
 		publish(t, pub, fmt.Sprintf("fast-%02d", i), fastSrv.URL, life...)
 	}
-	s, _ := newStage(t, js, pub, Options{PerHost: 2, Concurrency: 8})
+	s, m := newStage(t, js, pub, Options{PerHost: 2, Concurrency: 8, BackoffMin: min, BackoffMax: max})
+	start := time.Now()
 	natstest.Run(t, 20*time.Second, s.Run)
 
 	natstest.Eventually(t, 30*time.Second, "the fast host gets all its statuses while the slow one hangs", func() bool { return fast.total() == each*len(life) })
@@ -250,8 +273,11 @@ func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
 	if slowRequests == 0 {
 		t.Fatal("slow host got no request: the test proves nothing")
 	}
+	t.Logf("fast host done after %v", time.Since(start))
 	released()
 	natstest.Eventually(t, 30*time.Second, "the slow host gets everything once it answers", func() bool { return slow.total() == each*len(life) })
+	t.Logf("slow host done after %v", time.Since(start))
+	checkParked(t, m, parked)
 	got, _, _, _, _ := slow.snapshot()
 	for id, sts := range got {
 		if !slices.Equal(sts, life) {
@@ -263,6 +289,10 @@ func TestASlowHostDoesNotHoldUpAnother(t *testing.T) {
 // An event undelivered past MaxAge is given up, and the message's next
 // status is delivered: one dead event does not block the rest for ever.
 func TestAnEventPastMaxAgeIsGivenUpAndTheNextGoesOut(t *testing.T) {
+	eachWait(t, testAnEventPastMaxAgeIsGivenUpAndTheNextGoesOut)
+}
+
+func testAnEventPastMaxAgeIsGivenUpAndTheNextGoesOut(t *testing.T, min, max time.Duration, parked bool) {
 	_, js, pub := statustest.Setup(t)
 	var refuse atomic.Bool
 	refuse.Store(true)
@@ -280,7 +310,7 @@ func TestAnEventPastMaxAgeIsGivenUpAndTheNextGoesOut(t *testing.T) {
 		mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
-	s, m := newStage(t, js, pub, Options{MaxAge: time.Hour})
+	s, m := newStage(t, js, pub, Options{MaxAge: time.Hour, BackoffMin: min, BackoffMax: max})
 	var offset atomic.Int64
 	s.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	publish(t, pub, "old", srv.URL, status.Accepted)
@@ -305,6 +335,7 @@ func TestAnEventPastMaxAgeIsGivenUpAndTheNextGoesOut(t *testing.T) {
 	if got[0] != status.Rejected {
 		t.Fatalf("got %v, want only rejected (accepted was given up)", got)
 	}
+	checkParked(t, m, parked)
 }
 
 func TestSignIsTheDocumentedHMAC(t *testing.T) {
@@ -364,9 +395,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // A receiver down for an hour (by the stage's clock) gets every status when
 // it is back: an hour is well inside max_age, so nothing is given up.
 func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
+	eachWait(t, testAReceiverDownForAnHourGetsEverythingWhenBack)
+}
+
+func testAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T, min, max time.Duration, parked bool) {
 	_, js, pub := statustest.Setup(t)
 	rcv, srv := newReceiver(t, 1<<40) // refuses everything until failFirst is lowered
-	s, m := newStage(t, js, pub, Options{DefaultURL: srv.URL})
+	s, m := newStage(t, js, pub, Options{DefaultURL: srv.URL, BackoffMin: min, BackoffMax: max})
 	var offset atomic.Int64
 	s.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	life := []string{status.Accepted, status.Queued, status.Submitted, status.Delivered}
@@ -374,23 +409,24 @@ func TestAReceiverDownForAnHourGetsEverythingWhenBack(t *testing.T) {
 		publish(t, pub, fmt.Sprintf("down-%d", i), "", life...)
 	}
 	natstest.Run(t, 10*time.Second, s.Run)
-	natstest.Eventually(t, 20*time.Second, "the receiver refuses 20 requests", func() bool {
-		return testutil.ToFloat64(m.events.WithLabelValues("failed")) >= 20
+	refusals := 20.0
+	if parked {
+		refusals = 3 // a try every second or two
+	}
+	natstest.Eventually(t, 20*time.Second, fmt.Sprintf("the receiver refuses %v requests", refusals), func() bool {
+		return testutil.ToFloat64(m.events.WithLabelValues("failed")) >= refusals
 	})
 	offset.Store(int64(time.Hour))
 	rcv.mu.Lock()
 	rcv.failFirst = 0 // back up
 	rcv.mu.Unlock()
 	natstest.Eventually(t, 30*time.Second, "all 40 statuses arrive", func() bool { return rcv.total() == 40 })
-	got, _, _, _, _ := rcv.snapshot()
-	for id, sts := range got {
-		if !slices.Equal(sts, life) {
-			t.Errorf("%s got %v, want %v", id, sts, life)
-		}
-	}
+	got, ids, _, _, _ := rcv.snapshot()
+	onceInOrder(t, got, ids, life)
 	if e := testutil.ToFloat64(m.events.WithLabelValues("expired")); e != 0 {
 		t.Errorf("%v statuses given up, want 0", e)
 	}
+	checkParked(t, m, parked)
 }
 
 func TestMetricsLint(t *testing.T) {
