@@ -91,6 +91,7 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 			c.Webhooks.Secret = ""
 		}, "webhooks.secret: must be set when webhooks.default_url is set"},
 		{"webhooks have a receiver to try", func(c *Config) { c.Webhooks.PerHostConcurrency = 0 }, "webhooks.per_host_concurrency: must be > 0, got 0"},
+		{"webhooks give up before the statuses age out", func(c *Config) { c.Webhooks.MaxAge = 8 * 24 * time.Hour }, "webhooks.max_age: must be at most 168h (SMS_STATUS keeps 7 days), got 192h0m0s"},
 		{"webhook backoff grows", func(c *Config) { c.Webhooks.BackoffMax = time.Millisecond }, "webhooks.backoff_max: must be >= webhooks.backoff_min"},
 		{"the log level is a known one", func(c *Config) { c.Log.Level = "verbose" }, `log.level: must be one of debug, info, warn, error; got "verbose"`},
 		{"the log format is a known one", func(c *Config) { c.Log.Format = "xml" }, `log.format: must be one of text, json; got "xml"`},

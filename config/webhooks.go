@@ -30,6 +30,10 @@ func (c Config) validateWebhooks(v *validator) {
 		}
 	}
 	v.positive("webhooks.max_age", w.MaxAge)
+	// An event older than SMS_STATUS's max_age is gone: it cannot be sent.
+	if w.MaxAge > 7*24*time.Hour {
+		v.addf("webhooks.max_age: must be at most 168h (SMS_STATUS keeps 7 days), got %s", w.MaxAge)
+	}
 	v.atLeast("webhooks.per_host_concurrency", int64(w.PerHostConcurrency), 1)
 	v.positive("webhooks.timeout", w.Timeout)
 	v.positive("webhooks.backoff_min", w.BackoffMin)

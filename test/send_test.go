@@ -18,7 +18,8 @@ import (
 // `smsflow send` on a 10,000-row CSV, interrupted with SIGINT midway and run
 // again: every row is sent exactly once, under one id, with its own text.
 func TestSendInterruptedAndRunAgainSendsEachRowOnce(t *testing.T) {
-	sim := smscsim.NewServer(t, smscsim.Options{SystemID: "e2e", Password: "pw-e2e", NoReceipts: true})
+	// With receipts, so --follow sees every row reach its final status.
+	sim := smscsim.NewServer(t, smscsim.Options{SystemID: "e2e", Password: "pw-e2e"})
 	p := setup(t, t.TempDir(), sim.Addr(), "")
 	p.env = []string{"SMSFLOW_LINKS__L1__RATE=20000", "SMSFLOW_LINKS__L1__BURST=200", "SMSFLOW_LOG__LEVEL=warn"}
 	p.start()
@@ -94,13 +95,17 @@ func TestSendInterruptedAndRunAgainSendsEachRowOnce(t *testing.T) {
 	}
 	t.Logf("interrupted with %d of %d rows queued", info.State.Msgs, rows)
 
-	// Second run: the whole file again.
-	out2, err := exec.Command(binary, args...).CombinedOutput()
+	// Second run: the whole file again, following the campaign to its end
+	// (GET /v1/campaigns/{campaign}): every row final, each once.
+	out2, err := exec.Command(binary, append(args, "--follow", "--follow-for", "2m")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("second send: %v\n%s", err, out2)
 	}
 	if !strings.Contains(string(out2), fmt.Sprintf("%d rows queued, 0 invalid", rows)) {
 		t.Errorf("second send output:\n%s", out2)
+	}
+	if want := fmt.Sprintf("campaign spring-sale: %d of %d final map[delivered:%d]", rows, rows, rows); !strings.Contains(string(out2), want) {
+		t.Errorf("--follow did not end with %q:\n%s", want, lastLine(string(out2)))
 	}
 	natstest.Eventually(t, 2*time.Minute, fmt.Sprintf("simulator accepts %d submits", rows), func() bool { return sim.Accepted() >= rows })
 	time.Sleep(time.Second) // a doubled row would land now
