@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,7 +53,8 @@ type API struct {
 	m    *Metrics
 	now  func() time.Time
 
-	campaigns campaignReader // GET /v1/campaigns, in campaigns.go
+	campaigns campaignReader              // GET /v1/campaigns, in campaigns.go
+	rules     atomic.Pointer[rules.Rules] // on_build's, Options.Rules until SetRules (onbuild.go)
 }
 
 // New makes the API.
@@ -63,7 +65,9 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 10000
 	}
-	return &API{js: js, pub: pub, opts: opts, log: log, m: m, now: time.Now}
+	a := &API{js: js, pub: pub, opts: opts, log: log, m: m, now: time.Now}
+	a.SetRules(opts.Rules)
+	return a
 }
 
 // Register adds the API's routes to mux.

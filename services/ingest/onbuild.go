@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/rules"
 	"github.com/smsflow/smsflow/pkg/status"
 )
 
@@ -82,10 +83,11 @@ var errNoRules = errors.New("this server has no policy rules configured")
 // claimed or counted (the policy stage does that when the messages arrive).
 // Earlier messages of the request count against later ones.
 func (a *API) judge(r *http.Request, msgs []envelope.Message, invalid map[int]string) ([]buildResult, error) {
-	if a.opts.Rules == nil {
+	rs := a.rules.Load()
+	if rs == nil {
 		return nil, errNoRules
 	}
-	p := a.opts.Rules.NewPreview()
+	p := rs.NewPreview()
 	now := a.now()
 	out := make([]buildResult, len(msgs))
 	for i, m := range msgs {
@@ -213,3 +215,6 @@ func eventCampaign(c string) string {
 	}
 	return c
 }
+
+// SetRules replaces the rules on_build judges by (after a config reload).
+func (a *API) SetRules(r *rules.Rules) { a.rules.Store(r) }

@@ -48,7 +48,7 @@ func withRules(t *testing.T, e env) *rules.Rules {
 		Dedup:     dedup.New(kv(streams.BucketDedup), 10*time.Minute),
 		Caps:      caps.NewCounter(kv(streams.BucketCaps), w, caps.Limits{Daily: 2, Weekly: 10}),
 	}
-	e.api.opts.Rules = r
+	e.api.SetRules(r)
 	return r
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,7 +24,7 @@ import (
 type OptOuts struct {
 	js     jetstream.JetStream
 	store  *optout.Store
-	words  optout.Keywords
+	words  atomic.Pointer[optout.Keywords] // SetKeywords swaps them (reload.go)
 	region string
 	log    *slog.Logger
 	m      *Metrics
@@ -31,7 +32,9 @@ type OptOuts struct {
 
 // NewOptOuts makes the reader; region reads national sender numbers.
 func NewOptOuts(js jetstream.JetStream, store *optout.Store, words optout.Keywords, region string, log *slog.Logger, m *Metrics) *OptOuts {
-	return &OptOuts{js: js, store: store, words: words, region: region, log: log, m: m}
+	o := &OptOuts{js: js, store: store, region: region, log: log, m: m}
+	o.SetKeywords(words)
+	return o
 }
 
 // Run consumes until ctx is done.
@@ -54,7 +57,7 @@ func (o *OptOuts) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome
 		o.log.Warn("inbound message is not a record; skipped", "seq", md.Sequence.Stream, "err", err)
 		return consume.Term("not an inbound record: " + err.Error())
 	}
-	action := o.words.Classify(rec.Text)
+	action := o.words.Load().Classify(rec.Text)
 	if action == optout.None {
 		o.m.inbound.WithLabelValues("other").Inc()
 		return consume.Ack()

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -41,7 +42,7 @@ type Options struct {
 type Stage struct {
 	js    jetstream.JetStream
 	pub   *status.Publisher
-	check Check
+	check atomic.Pointer[Check] // SetCheck swaps it while the stage runs (reload.go)
 	opts  Options
 	log   *slog.Logger
 	m     *Metrics
@@ -56,7 +57,9 @@ func New(js jetstream.JetStream, pub *status.Publisher, check Check, opts Option
 	if opts.BackoffMax < opts.BackoffMin {
 		opts.BackoffMax = 30 * time.Second
 	}
-	return &Stage{js: js, pub: pub, check: check, opts: opts, log: log, m: m, now: time.Now}
+	s := &Stage{js: js, pub: pub, opts: opts, log: log, m: m, now: time.Now}
+	s.SetCheck(check)
+	return s
 }
 
 // Run consumes until ctx is done, then finishes the messages in hand.
@@ -137,7 +140,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if !m.ExpiresAt.IsZero() && s.now().After(m.ExpiresAt) {
 		return s.final(ctx, msg, last, status.Event{ID: m.ID, Status: status.Expired, Stage: "policy", Campaign: m.Campaign, Detail: "ttl passed before policy"}, "expired")
 	}
-	d, err := s.check.Check(ctx, m)
+	d, err := (*s.check.Load()).Check(ctx, m)
 	if err != nil {
 		return s.retry(msg, err)
 	}

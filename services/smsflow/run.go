@@ -9,9 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,7 +68,32 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer, environ fu
 	if err != nil {
 		return err
 	}
-	return run(ctx, cfg, stages, log, newRegistry())
+	// SIGHUP reloads the config: what reload applies (policy) takes it
+	// without a restart.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloads := make(chan config.Config)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			c, err := config.Load(*cfgPath, environ)
+			if err != nil {
+				log.Error("config reload refused: the running config stays", "err", err)
+				continue
+			}
+			select {
+			case reloads <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return runWith(ctx, cfg, stages, log, newRegistry(), reloads)
 }
 
 // newRegistry is the /metrics registry of `run`: the stages' metrics go on
@@ -111,7 +139,13 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 // and on ctx's end shuts down in order: HTTP stops taking requests, the
 // stages stop fetching and finish or give back what they hold, the links
 // unbind, the simulator stops, NATS drains, the embedded server stops.
-func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *slog.Logger, reg prometheus.Registerer) (err error) {
+func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *slog.Logger, reg prometheus.Registerer) error {
+	return runWith(ctx, cfg, stages, log, reg, nil)
+}
+
+// runWith is run, taking reloaded configs from reloads (nil: none) and
+// applying what can change while running: see reloadPolicy.
+func runWith(ctx context.Context, cfg config.Config, stages map[string]bool, log *slog.Logger, reg prometheus.Registerer, reloads <-chan config.Config) (err error) {
 	log.Info("smsflow starting", "stages", keys(stages), "links", len(cfg.Links), "embedded_nats", cfg.NATS.URL == "")
 	if cfg.SMSCSim.Enabled {
 		// simErr, not err: a deferred close must join the named result, which
@@ -191,6 +225,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		g.Go(func() error { return bl.Run(gctx) })
 	}
 	var eg *egress.Stage
+	var live reloadable // what a reload swaps
 	if stages["policy"] {
 		routes := policy.NewRoutes(poolPrefixes(cfg), cfg.Policy.DefaultPool)
 		pm := policy.NewMetrics(reg) // the rules after routing: a no_route never uses up a cap
@@ -203,6 +238,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 		g.Go(func() error { return pp.view.Run(gctx) })
 		g.Go(func() error { return optOuts.Run(gctx) })
 		g.Go(func() error { return afterReady(gctx, pol.Run, bl.Ready(), pp.view.Ready()) })
+		live.policy, live.optOuts = pol, optOuts
 	}
 	if stages["egress"] {
 		eg = egress.New(b.JS, pub, los, egress.Options{
@@ -236,6 +272,7 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			Region: cfg.Policy.DefaultRegion, MaxChars: cfg.Policy.MaxTextChars,
 			Links: sortedKeys(cfg.Links), Rules: pp.build,
 		}, log.With("stage", "http"), ingest.NewMetrics(reg))
+		live.api = api
 		mux := http.NewServeMux()
 		api.Register(mux)
 		bl.Register(mux)
@@ -270,6 +307,22 @@ func run(ctx context.Context, cfg config.Config, stages map[string]bool, log *sl
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
 			defer cancel()
 			return srv.Shutdown(sctx)
+		})
+	}
+	if reloads != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case next := <-reloads:
+					if err := live.reloadPolicy(gctx, b.JS, cfg, next, blr, pp); err != nil {
+						log.Error("config reload refused: the running config stays", "err", err)
+						continue
+					}
+					log.Info("config reloaded: policy rules, keywords and routes")
+				}
+			}
 		})
 	}
 	log.Info("smsflow running", "nats", b.ClientURL())
