@@ -49,23 +49,7 @@ func TestAStopFromTheHandsetOptsOutOfMarketing(t *testing.T) {
 		}
 		return out.ID
 	}
-	final := func(id string) (string, string) {
-		t.Helper()
-		var st, reason string
-		natstest.Eventually(t, wait, "message "+id+" final", func() bool {
-			code, body := get(t, "http://"+in.httpAddr+"/v1/messages/"+id)
-			var v struct {
-				Status, Reason string
-				Final          bool
-			}
-			if code != http.StatusOK || decodeJSON(strings.NewReader(body), &v) != nil {
-				return false
-			}
-			st, reason = v.Status, v.Reason
-			return v.Final
-		})
-		return st, reason
-	}
+	final := func(id string) (string, string) { return in.final(t, id) }
 	if st, _ := final(post("marketing", "before")); st != "delivered" {
 		t.Fatalf("marketing before STOP = %s, want delivered", st)
 	}
@@ -100,3 +84,18 @@ func TestAStopFromTheHandsetOptsOutOfMarketing(t *testing.T) {
 }
 
 func decodeJSON(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// final polls GET /v1/messages/{id} until the message is final and returns
+// its status and reason.
+func (in *instance) final(t *testing.T, id string) (string, string) {
+	t.Helper()
+	var v struct {
+		Status, Reason string
+		Final          bool
+	}
+	natstest.Eventually(t, wait, "message "+id+" final", func() bool {
+		code, body := get(t, "http://"+in.httpAddr+"/v1/messages/"+id)
+		return code == http.StatusOK && decodeJSON(strings.NewReader(body), &v) == nil && v.Final
+	})
+	return v.Status, v.Reason
+}

@@ -43,20 +43,7 @@ func TestAReloadChangesThePolicyWithoutARestart(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("POST: %d %v", resp.StatusCode, err)
 		}
-		var st, reason string
-		natstest.Eventually(t, wait, "message "+out.ID+" final", func() bool {
-			code, body := get(t, "http://"+in.httpAddr+"/v1/messages/"+out.ID)
-			var v struct {
-				Status, Reason string
-				Final          bool
-			}
-			if code != http.StatusOK || decodeJSON(strings.NewReader(body), &v) != nil {
-				return false
-			}
-			st, reason = v.Status, v.Reason
-			return v.Final
-		})
-		return st, reason
+		return in.final(t, out.ID)
 	}
 	for range 3 {
 		if st, _ := send("+420600000081"); st != "delivered" {
