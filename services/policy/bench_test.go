@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"syscall"
 	"testing"
 	"time"
@@ -75,18 +76,44 @@ func BenchmarkStage(b *testing.B) {
 	s := New(js, pub, check, testOptions(), log, NewMetrics(prometheus.NewRegistry()))
 
 	b.ResetTimer()
+	stopProfile := profile(b)
 	cpu0 := cpuTime(b)
 	start := time.Now()
 	stop := natstest.Run(b, 10*time.Minute, s.Run)
 	waitDrained(b, js, 10*time.Minute)
 	elapsed := time.Since(start)
 	cpu := cpuTime(b) - cpu0
+	stopProfile()
 	b.StopTimer()
 	stop()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 	// CPU per message (client and embedded server together) does not depend
 	// on what else the machine runs, as msgs/s does.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
+}
+
+// profile writes a CPU profile of the timed part alone (not the setup,
+// which builds the blacklist) to $SMSFLOW_BENCH_CPUPROFILE when it is set:
+//
+//	SMSFLOW_BENCH_CPUPROFILE=/tmp/cpu.out go test -run '^$' -bench BenchmarkStage -benchtime 20000x -count 1 ./services/policy/
+func profile(b *testing.B) (stop func()) {
+	path := os.Getenv("SMSFLOW_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 // cpuTime is the process's user and system CPU time so far.
