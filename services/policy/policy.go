@@ -67,10 +67,13 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	s.log.Info("policy stage started")
 	defer s.log.Info("policy stage stopped")
-	// Each message is several synchronous JetStream round trips (a status
-	// read, accepted, forward, queued) and no ordering is owed between
-	// messages: many at once keeps policy ahead of the links.
-	return consume.Run(ctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: 64, Grace: s.opts.Grace, Log: s.log})
+	// Each message is several synchronous JetStream round trips (accepted,
+	// the duplicate window, the caps, the forward, queued) and no ordering is
+	// owed between messages: many at once keeps policy ahead of the links,
+	// and costs less CPU a message, since more writes share each socket
+	// write, server read and wake-up (BenchmarkStage: 256 handlers took ~6%
+	// less CPU a message than 64, median of 6 interleaved runs).
+	return consume.Run(ctx, cons, s.handle, consume.Options{Batch: 256, Concurrency: 256, Grace: s.opts.Grace, Log: s.log})
 }
 
 func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
