@@ -19,8 +19,10 @@ import (
 // else going on. b.N status events (about 200 bytes, each on its own
 // subject with Nats-Msg-Id and an expected last subject sequence, as
 // status.PublishNext writes them) go to SMS_STATUS from 64 goroutines, each
-// waiting for its ack ("sync"), or with up to 64 acks pending per goroutine
-// ("async"). A passing message costs the stage five such writes (accepted,
+// waiting for its ack ("sync"), with up to 64 acks pending per goroutine
+// ("async"), or asynchronously but waiting for each ack at once ("async1":
+// as dear as sync, so the saving is in the writes in flight, not in the
+// API). A passing message costs the stage five such writes (accepted,
 // the duplicate window, the caps, the forward, queued) plus its share of a
 // fetch and its ack.
 //
