@@ -24,6 +24,7 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/consume"
 	"github.com/smsflow/smsflow/pkg/envelope"
+	"github.com/smsflow/smsflow/pkg/jspub"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/streams"
 )
@@ -201,7 +202,7 @@ func (s *Stage) forward(ctx context.Context, m envelope.Message, data []byte) er
 	if m.KindOrDefault() == envelope.Transactional {
 		subject = streams.PrioritySubject(m.Pool) // never behind a marketing backlog
 	}
-	_, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(m.ID))
+	_, err := jspub.Publish(ctx, s.js.Conn(), &nats.Msg{Subject: subject, Data: data}, jspub.Options{MsgID: m.ID})
 	if err != nil {
 		return fmt.Errorf("forward %s to pool %s: %w", m.ID, m.Pool, err)
 	}
