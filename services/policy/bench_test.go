@@ -105,8 +105,8 @@ func BenchmarkStage(b *testing.B) {
 	view := optout.NewView(kv(streams.BucketOptOut), log)
 	natstest.Run(b, wait, view.Run)
 	<-view.Ready()
-	r := newRulesFor(black, view, dedup.New(kv(streams.BucketDedup), 10*time.Minute),
-		caps.NewCounter(kv(streams.BucketCaps), w, caps.Limits{Daily: 3, Weekly: 10}))
+	r := newRulesFor(black, view, dedup.New(kv(streams.BucketDedup), 10*time.Minute).WriteVia(nc),
+		caps.NewCounter(kv(streams.BucketCaps), w, caps.Limits{Daily: 3, Weekly: 10}).WriteVia(nc))
 	check := Chain(czRoutes(), Rules(r))
 	if os.Getenv("SMSFLOW_BENCH_NO_RULES") != "" {
 		check = Chain(czRoutes()) // the stage without the rules, for comparison
