@@ -42,8 +42,9 @@ type Options struct {
 	TTL        time.Duration // Nats-TTL of the message (the stream must allow it)
 }
 
-// DefaultTimeout bounds a write whose ctx has no deadline, as the
-// jetstream package's default does.
+// DefaultTimeout bounds the wait for an ack, as the jetstream package's
+// default does; a sooner deadline of ctx bounds it too. ctx being cancelled
+// is looked at before the write, not during the wait.
 const DefaultTimeout = 5 * time.Second
 
 // Publish writes msg (its Header is set here) and waits for the ack.
@@ -60,12 +61,16 @@ func Publish(ctx context.Context, nc *nats.Conn, msg *nats.Msg, o Options) (Ack,
 	if o.TTL > 0 {
 		msg.Header.Set(jetstream.MsgTTLHeader, o.TTL.String())
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
-		defer cancel()
+	if err := ctx.Err(); err != nil {
+		return Ack{}, err
 	}
-	resp, err := nc.RequestMsgWithContext(ctx, msg)
+	// A pooled timer rather than a context with a deadline a call, which
+	// costs as much as the rest of the request.
+	timeout := DefaultTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	resp, err := nc.RequestMsg(msg, timeout)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return Ack{}, fmt.Errorf("%w: %s", jetstream.ErrNoStreamResponse, msg.Subject)
 	}
