@@ -172,7 +172,7 @@ func (p *parser) parseCSV(comma rune, r io.Reader, skipped int) ([]uint64, error
 }
 
 func (p *parser) add(line int, raw []byte) {
-	if fastCanonical(raw) { // most lines of a big list: no allocation
+	if phone.Canonical(raw) { // most lines of a big list: no allocation
 		k, _ := key(raw)
 		p.keys = append(p.keys, k)
 		return

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nyaruka/phonenumbers"
-
 	"github.com/smsflow/smsflow/pkg/phone"
 )
 
@@ -119,61 +117,6 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
-}
-
-// The fast path must answer exactly what phone.Normalize answers, for
-// numbers of every length in every country calling code.
-func TestNormalizeMatchesPhone(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	codes := slices.Sorted(func(yield func(int) bool) {
-		for cc := range phonenumbers.GetSupportedCallingCodes() {
-			if !yield(cc) {
-				return
-			}
-		}
-	})
-	fast, checked := 0, 0
-	for _, cc := range codes {
-		ccs := strconv.Itoa(cc)
-		for total := 7; total <= 15; total++ {
-			for range 3 {
-				var b strings.Builder
-				b.WriteString("+" + ccs)
-				for b.Len()-1 < total {
-					b.WriteByte(byte('0' + rng.IntN(10)))
-				}
-				raw := b.String()
-				checked++
-				if fastCanonical(raw) {
-					fast++
-				}
-				want, wantErr := phone.Normalize(raw, "")
-				got, gotErr := normalize(raw, "")
-				if got != want || (gotErr == nil) != (wantErr == nil) {
-					t.Errorf("normalize(%q) = %q, %v; phone.Normalize = %q, %v", raw, got, gotErr, want, wantErr)
-				}
-			}
-		}
-	}
-	// A fast path that never triggers would pass the loop above too.
-	if fast < checked/4 {
-		t.Errorf("fast path taken for %d of %d numbers, want at least a quarter", fast, checked)
-	}
-	t.Logf("fast path taken for %d of %d numbers", fast, checked)
-}
-
-func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"+420600000001", "+442079460000", "+4402079460000", "+390612345678",
-		"+12125550100", "+5491123456789", "+54 9 11 2345 6789", "+8613800138000", "+999999999", "+80012345678"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, raw string) {
-		want, wantErr := phone.Normalize(raw, "")
-		got, gotErr := normalize(raw, "")
-		if got != want || (gotErr == nil) != (wantErr == nil) {
-			t.Fatalf("normalize(%q) = %q, %v; phone.Normalize = %q, %v", raw, got, gotErr, want, wantErr)
-		}
-	})
 }
 
 // FuzzParse: any input either fails or yields numbers that are their own

@@ -9,7 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smsflow/smsflow/pkg/jspub"
 )
 
 // Limits are the caps; 0 means no cap.
@@ -59,6 +62,7 @@ type Counter struct {
 	kv  jetstream.KeyValue
 	win Window
 	lim Limits
+	nc  *nats.Conn // set by WriteVia
 
 	mu    sync.Mutex
 	cache map[string]state
@@ -74,6 +78,25 @@ const casAttempts = 64
 // NewCounter counts in kv (bucket sms_caps) under win's calendar.
 func NewCounter(kv jetstream.KeyValue, win Window, lim Limits) *Counter {
 	return &Counter{kv: kv, win: win, lim: lim, cache: map[string]state{}}
+}
+
+// WriteVia makes the counter's compare-and-set writes go straight to the
+// bucket's subject on nc (package jspub), which costs less CPU than the
+// KeyValue's Update; a refusal reads the same (jetstream.ErrKeyExists). nc
+// must be the connection of the bucket's JetStream (no domain, no mirror).
+func (c *Counter) WriteVia(nc *nats.Conn) *Counter {
+	c.nc = nc
+	return c
+}
+
+// update writes data to key if its revision is rev (0: the key does not
+// exist) and returns the new revision.
+func (c *Counter) update(ctx context.Context, key string, data []byte, rev uint64) (uint64, error) {
+	if c.nc == nil {
+		return c.kv.Update(ctx, key, data, rev)
+	}
+	a, err := jspub.Publish(ctx, c.nc, &nats.Msg{Subject: jspub.KVSubject(c.kv.Bucket(), key), Data: data}, jspub.Options{Expect: true, ExpectLast: rev})
+	return a.Sequence, err
 }
 
 // Limits returns the caps the counter enforces.
@@ -141,7 +164,7 @@ func (c *Counter) Take(ctx context.Context, number, id string, now time.Time) (V
 			// here expire by the bucket's max age, which leaves no delete
 			// marker for Create to step over).
 			var err error
-			next.rev, err = c.kv.Update(ctx, key, encode(next.entries), st.rev)
+			next.rev, err = c.update(ctx, key, encode(next.entries), st.rev)
 			if err == nil {
 				c.remember(key, next)
 				return Pass, nil

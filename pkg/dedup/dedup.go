@@ -18,19 +18,33 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/smsflow/smsflow/pkg/jspub"
 )
 
 // Window claims (number, text) pairs for a while.
 type Window struct {
 	kv     jetstream.KeyValue
 	window time.Duration
+	nc     *nats.Conn // set by WriteVia
 }
 
 // New makes the window; d <= 0 turns it off (nothing is a duplicate). The
 // bucket must allow per-key TTLs (limit_marker_ttl set).
 func New(kv jetstream.KeyValue, d time.Duration) *Window {
 	return &Window{kv: kv, window: d}
+}
+
+// WriteVia makes Claim try its create first as one write straight to the
+// bucket's subject on nc (package jspub), which costs less CPU than the
+// KeyValue's Create; anything but success takes the KeyValue path, which
+// tells a held pair from an expired claim's marker. nc must be the
+// connection of the bucket's JetStream (no domain, no mirror).
+func (w *Window) WriteVia(nc *nats.Conn) *Window {
+	w.nc = nc
+	return w
 }
 
 // Key is the KV key of (number, text): the E.164 digits, a dot, and the first
@@ -48,6 +62,16 @@ func (w *Window) Claim(ctx context.Context, number, text, id string) (string, er
 		return "", nil
 	}
 	key := Key(number, text)
+	if w.nc != nil {
+		// The usual case, a pair nobody holds: one write. A refusal (the
+		// pair is held, or an expired claim left its marker) or no answer
+		// takes the careful path, where a create by this very write shows
+		// up as held by id.
+		msg := &nats.Msg{Subject: jspub.KVSubject(w.kv.Bucket(), key), Data: []byte(id)}
+		if _, err := jspub.Publish(ctx, w.nc, msg, jspub.Options{Expect: true, TTL: w.window}); err == nil {
+			return "", nil
+		}
+	}
 	for range 4 {
 		_, err := w.kv.Create(ctx, key, []byte(id), jetstream.KeyTTL(w.window))
 		if err == nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smsflow/smsflow/pkg/dedup"
@@ -16,7 +17,15 @@ import (
 
 func bucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	kv, _ := bucketConn(t)
+	return kv
+}
+
+// bucketConn is the bucket and the connection its JetStream uses, for
+// WriteVia.
+func bucketConn(t *testing.T) (jetstream.KeyValue, *nats.Conn) {
+	t.Helper()
+	nc, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
 	ctx := context.Background()
 	if err := streams.Apply(ctx, js, nil); err != nil {
 		t.Fatal(err)
@@ -25,7 +34,7 @@ func bucket(t *testing.T) jetstream.KeyValue {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kv
+	return kv, nc
 }
 
 func claim(t *testing.T, w *dedup.Window, number, text, id string) string {
@@ -64,7 +73,19 @@ func TestTheSameTextToTheSameNumberIsADuplicateWhateverItsID(t *testing.T) {
 }
 
 func TestAClaimEndsWithTheWindow(t *testing.T) {
-	w := dedup.New(bucket(t), time.Second)
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("WriteVia=%v", direct), func(t *testing.T) { testAClaimEndsWithTheWindow(t, direct) })
+	}
+}
+
+// testAClaimEndsWithTheWindow: with WriteVia, the claim after the window
+// meets the expired claim's marker, which the direct write cannot step over.
+func testAClaimEndsWithTheWindow(t *testing.T, direct bool) {
+	kv, nc := bucketConn(t)
+	w := dedup.New(kv, time.Second)
+	if direct {
+		w.WriteVia(nc)
+	}
 	const n = "+420600000001"
 	if o := claim(t, w, n, "hi", "a"); o != "" {
 		t.Fatalf("first claim held by %q", o)
@@ -82,13 +103,16 @@ func TestAClaimEndsWithTheWindow(t *testing.T) {
 }
 
 func TestOnlyOneOfManyRacingClaimsWins(t *testing.T) {
-	kv := bucket(t)
+	kv, nc := bucketConn(t)
 	const racers, each = 4, 25
 	var mu sync.Mutex
 	free := 0
 	var wg sync.WaitGroup
 	for i := range racers {
 		w := dedup.New(kv, time.Minute) // one per instance
+		if i%2 == 1 {
+			w.WriteVia(nc) // half of them write straight to the subject
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -111,25 +111,19 @@ func Decode(data []byte) (Message, error) {
 	if dec.More() {
 		return m, fmt.Errorf("%w: trailing data after the object", ErrNotJSON)
 	}
-	strs := map[string]*string{
-		"id": &m.ID, "external_id": &m.ExternalID, "to": &m.To, "from": &m.From, "text": &m.Text,
-		"kind": &m.Kind, "campaign": &m.Campaign, "route": &m.Route, "callback_url": &m.CallbackURL,
-		"pool": &m.Pool,
-	}
-	times := map[string]*time.Time{"send_at": &m.SendAt, "accepted_at": &m.AcceptedAt, "expires_at": &m.ExpiresAt}
 	for k, v := range raw {
 		if isNull(v) {
 			continue
 		}
-		if p, ok := strs[k]; ok {
-			if err := json.Unmarshal(v, p); err != nil {
+		if p := m.stringField(k); p != nil {
+			if err := unmarshalString(v, p); err != nil {
 				return m, &FieldError{Field: k, Msg: "must be a string"}
 			}
 			continue
 		}
-		if p, ok := times[k]; ok {
+		if p := m.timeField(k); p != nil {
 			var s string
-			if err := json.Unmarshal(v, &s); err != nil {
+			if err := unmarshalString(v, &s); err != nil {
 				return m, &FieldError{Field: k, Msg: "must be an RFC 3339 time string"}
 			}
 			t, err := time.Parse(time.RFC3339Nano, s)
@@ -170,6 +164,67 @@ func PeekID(data []byte) string {
 		return ""
 	}
 	return id
+}
+
+// stringField is the field of m that the string member k fills, nil for
+// none.
+func (m *Message) stringField(k string) *string {
+	switch k {
+	case "id":
+		return &m.ID
+	case "external_id":
+		return &m.ExternalID
+	case "to":
+		return &m.To
+	case "from":
+		return &m.From
+	case "text":
+		return &m.Text
+	case "kind":
+		return &m.Kind
+	case "campaign":
+		return &m.Campaign
+	case "route":
+		return &m.Route
+	case "callback_url":
+		return &m.CallbackURL
+	case "pool":
+		return &m.Pool
+	}
+	return nil
+}
+
+// timeField is the field of m that the time member k fills, nil for none.
+func (m *Message) timeField(k string) *time.Time {
+	switch k {
+	case "send_at":
+		return &m.SendAt
+	case "accepted_at":
+		return &m.AcceptedAt
+	case "expires_at":
+		return &m.ExpiresAt
+	}
+	return nil
+}
+
+// unmarshalString is json.Unmarshal(v, p) for a string member, without
+// reflection for the common case: a string with nothing escaped, whose
+// bytes are then its value (v is valid JSON and valid UTF-8: Decode checked).
+func unmarshalString(v json.RawMessage, p *string) error {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		plain := true
+		for _, c := range v[1 : len(v)-1] {
+			if c == '\\' || c == '"' || c < 0x20 {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			*p = string(v[1 : len(v)-1])
+			return nil
+		}
+	}
+	return json.Unmarshal(v, p)
 }
 
 func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }

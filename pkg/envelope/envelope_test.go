@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestDecodeKeepsUnknownFieldsThroughEncode(t *testing.T) {
@@ -168,5 +169,37 @@ func TestPrepareAcceptsASendAtUpToAYearAhead(t *testing.T) {
 				t.Fatalf("errors = %v, want none", errs)
 			}
 		})
+	}
+}
+
+// unmarshalString's shortcut must give what json.Unmarshal gives, for every
+// JSON value Decode can hand it (valid JSON, valid UTF-8).
+func FuzzUnmarshalString(f *testing.F) {
+	for _, s := range []string{`"hi"`, `""`, `"a\"b"`, `"tab\there"`, `"\u00e9"`, `"é ✓"`, `"<b>&amp;"`, `12`, `true`, `["x"]`, `"\ud800"`, "\"a\x01b\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		if !json.Valid(v) || !utf8.Valid(v) {
+			return
+		}
+		var got, want string
+		gotErr := unmarshalString(v, &got)
+		wantErr := json.Unmarshal(v, &want)
+		if got != want || (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("unmarshalString(%s) = %q, %v; json.Unmarshal gives %q, %v", v, got, gotErr, want, wantErr)
+		}
+	})
+}
+
+// BenchmarkDecode: a plain envelope, as producers send them.
+//
+//	go test -run '^$' -bench BenchmarkDecode ./pkg/envelope/
+func BenchmarkDecode(b *testing.B) {
+	data := []byte(`{"id":"bench-0000001","to":"+420600000001","text":"offer 1","kind":"marketing","campaign":"bf-2026","ttl":"5m","x-trace":"abc"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(data); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -40,6 +40,15 @@ const (
 // +1 555 01xx) pass; so does a number possible only locally, without its area
 // code (a US 7-digit number). The result is stable: Normalize(out, "") == out.
 func Normalize(raw, defaultRegion string) (string, error) {
+	if Canonical(raw) { // most numbers: no parse, no allocation
+		return raw, nil
+	}
+	return normalize(raw, defaultRegion, true)
+}
+
+// normalize is Normalize after the first fast path; fast false makes it
+// libphonenumber's parser alone (twice), what the tests compare with.
+func normalize(raw, defaultRegion string, fast bool) (string, error) {
 	if raw == "" {
 		return "", fmt.Errorf("%w: empty", ErrInvalid)
 	}
@@ -63,6 +72,9 @@ func Normalize(raw, defaultRegion string) (string, error) {
 		if phonenumbers.GetCountryCodeForRegion(region) == 0 {
 			return "", fmt.Errorf("%w: unknown default region %q", ErrInvalid, defaultRegion)
 		}
+	}
+	if fast && region == "" && Canonical(num) { // written with spaces or 00: the same fast path
+		return num, nil
 	}
 	if n := len(num) - strings.Count(num, "+"); n > maxDigits {
 		return "", fmt.Errorf("%w: %q has %d digits, E.164 allows at most %d", ErrInvalid, raw, n, maxDigits)

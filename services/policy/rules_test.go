@@ -69,7 +69,7 @@ func startInstance(t *testing.T, srv *server.Server, cfg ruleConfig) *instance {
 		t.Fatal(err)
 	}
 	view := optout.NewView(kv(streams.BucketOptOut), slog.New(slog.DiscardHandler))
-	r := newRulesFor(cfg.blacklist, view, dedup.New(kv(streams.BucketDedup), cfg.window), caps.NewCounter(kv(streams.BucketCaps), w, cfg.limits))
+	r := newRulesFor(cfg.blacklist, view, dedup.New(kv(streams.BucketDedup), cfg.window).WriteVia(js.Conn()), caps.NewCounter(kv(streams.BucketCaps), w, cfg.limits).WriteVia(js.Conn()))
 	m := NewMetrics(prometheus.NewRegistry())
 	log := slog.New(slog.DiscardHandler)
 	s := New(js, pub, Chain(czRoutes(), Rules(r)), testOptions(), log, m)

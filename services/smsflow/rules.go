@@ -35,8 +35,8 @@ func policyRules(ctx context.Context, js jetstream.JetStream, p config.Policy, b
 	return &rules.Rules{
 		Blacklist:        blacklist,
 		OptOut:           optOut,
-		Dedup:            dedup.New(dedupKV, p.DuplicateWindow),
-		Caps:             caps.NewCounter(capsKV, win, caps.Limits{Daily: p.DailyCap, Weekly: p.WeeklyCap}),
+		Dedup:            dedup.New(dedupKV, p.DuplicateWindow).WriteVia(js.Conn()),
+		Caps:             caps.NewCounter(capsKV, win, caps.Limits{Daily: p.DailyCap, Weekly: p.WeeklyCap}).WriteVia(js.Conn()),
 		CapTransactional: p.CapTransactional,
 	}, nil
 }

@@ -1,42 +1,32 @@
-package blacklist
+package phone
 
 import (
 	"regexp"
 	"sync"
 
 	"github.com/nyaruka/phonenumbers"
-
-	"github.com/smsflow/smsflow/pkg/phone"
 )
 
-// normalize returns raw as E.164, exactly as phone.Normalize(raw, region)
-// does, but about a hundred times faster for the common case of a list file:
-// a number already written as "+" and digits in its E.164 form.
+// Canonical reports whether raw is certainly its own E.164 form, which
+// Normalize would return unchanged: false means "ask Normalize", not
+// "invalid". It answers in well under a microsecond and allocates nothing,
+// where libphonenumber's parser, which Normalize runs twice, takes about
+// twenty: Normalize tries it first, and so does a list parser on each line
+// (it takes bytes too, so a parser need not make a string a line).
 //
-// phone.Normalize runs libphonenumber's full parser twice (~20 µs a number,
-// over three minutes for a ten-million-number file). For "+digits" input that
-// parser does only three things that matter: it splits off the country code,
-// strips a national prefix when the country's national-prefix-for-parsing
-// pattern matches the start of the national number, and checks the national
-// number's length against the country's possible lengths. The fast path does
-// the first and third from tables built once from libphonenumber's own
-// metadata, and falls back to phone.Normalize whenever the second could
-// apply (the pattern matches), the national number starts with 0 (Italian
-// leading zeros) or the length is not possible (so the error is the same).
-// TestNormalizeMatchesPhone and FuzzNormalize check that the two agree.
-func normalize(raw, region string) (string, error) {
-	if fastCanonical(raw) {
-		return raw, nil
-	}
-	return phone.Normalize(raw, region)
-}
-
-// fastCanonical reports whether raw is certainly its own E.164 form. false
-// means "ask phone.Normalize", not "invalid". It takes bytes too, so the
-// parser need not allocate a string a line.
-func fastCanonical[T string | []byte](raw T) bool {
-	// "+" and 7 to 15 digits, the bounds phone.Normalize enforces.
-	if len(raw) < 8 || len(raw) > 16 || raw[0] != '+' || raw[1] == '0' {
+// For "+digits" input the parser does only three things that matter: it
+// splits off the country code, strips a national prefix when the country's
+// national-prefix-for-parsing pattern matches the start of the national
+// number, and checks the national number's length against the country's
+// possible lengths. Canonical does the first and third from tables built
+// once from libphonenumber's own metadata, and says false whenever the
+// second could apply (the pattern matches), the national number starts with
+// 0 (Italian leading zeros) or the length is not possible (so the error is
+// the parser's). TestCanonicalMatchesTheParser and FuzzCanonical check that
+// the two agree.
+func Canonical[T string | []byte](raw T) bool {
+	// "+" and 7 to 15 digits, the bounds Normalize enforces.
+	if len(raw) < minDigits+1 || len(raw) > maxDigits+1 || raw[0] != '+' || raw[1] == '0' {
 		return false
 	}
 	for i := 1; i < len(raw); i++ {
@@ -73,7 +63,7 @@ func fastCanonical[T string | []byte](raw T) bool {
 	return false
 }
 
-// plan is what fastCanonical needs of one country calling code.
+// plan is what Canonical needs of one country calling code.
 type plan struct {
 	// nationalPrefix is "^(?:" + national_prefix_for_parsing + ")", the very
 	// pattern libphonenumber tries; nil when the country has none.
