@@ -65,6 +65,10 @@ type Stats struct {
 	Reserved  int64 // slots reserved in KV
 	Granted   int64 // slots handed out by Wait
 	Wasted    int64 // reserved slots never handed out: too late, SetRate, or ctx ended
+	// Late is the part of Wasted that a waiter took in time but woke from
+	// its sleep too late to use (a busy CPU); the rest expired in the lease
+	// before any waiter asked (the workers were busy elsewhere).
+	Late int64
 	// ClockOffset is the estimated reference clock minus the local clock, and
 	// ClockError the bound on its error (half the sample's round trip).
 	ClockOffset time.Duration
@@ -106,7 +110,7 @@ type Limiter struct {
 	lastT0, lastT1 int64
 	sampled        bool
 
-	reads, writes, conflicts, reserved, granted, wasted atomic.Int64
+	reads, writes, conflicts, reserved, granted, wasted, late atomic.Int64
 }
 
 // New binds a Limiter to link's key in kv (the sms_pacing bucket); the key is
@@ -159,7 +163,7 @@ func (l *Limiter) SetRate(rate float64) {
 func (l *Limiter) Stats() Stats {
 	return Stats{
 		KVReads: l.reads.Load(), KVWrites: l.writes.Load(), Conflicts: l.conflicts.Load(),
-		Reserved: l.reserved.Load(), Granted: l.granted.Load(), Wasted: l.wasted.Load(),
+		Reserved: l.reserved.Load(), Granted: l.granted.Load(), Wasted: l.wasted.Load(), Late: l.late.Load(),
 		ClockOffset: time.Duration(l.offset.Load()), ClockError: time.Duration(l.clockErr.Load()),
 	}
 }
@@ -189,6 +193,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 			return nil
 		}
 		l.wasted.Add(1)
+		l.late.Add(1)
 		l.log.Debug("pacing slot wasted: woke too late", "late", time.Duration(l.refNow()-slot))
 	}
 }
