@@ -56,29 +56,29 @@ func benchPacing(b *testing.B, rate, instances, n int) {
 	lo := LinkOptions{Name: link, Pool: pool, Rate: rate, Burst: 1, Source: "Eshop",
 		SMPP: smpplinkConfig(sim.Addr(), max(10, rate/10))}
 
-	var acks []jetstream.PubAckFuture
-	for i := range n {
-		m := envelope.Message{ID: msgID(i), To: dst(i), Text: fmt.Sprintf("message %d", i), Pool: pool, AcceptedAt: time.Now().UTC()}
-		data, err := envelope.Encode(m)
-		if err != nil {
-			b.Fatal(err)
+	const chunk = 256 // async publishes in flight
+	for lo := 0; lo < n; lo += chunk {
+		var acks []jetstream.PubAckFuture
+		for i := lo; i < min(lo+chunk, n); i++ {
+			m := envelope.Message{ID: msgID(i), To: dst(i), Text: fmt.Sprintf("message %d", i), Pool: pool, AcceptedAt: time.Now().UTC()}
+			data, err := envelope.Encode(m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := js.PublishAsync(streams.EgressSubject(pool), data, jetstream.WithMsgID(m.ID))
+			if err != nil {
+				b.Fatal(err)
+			}
+			acks = append(acks, f)
 		}
-		f, err := js.PublishAsync(streams.EgressSubject(pool), data, jetstream.WithMsgID(m.ID))
-		if err != nil {
-			b.Fatal(err)
-		}
-		acks = append(acks, f)
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		b.Fatal("backlog not stored")
-	}
-	for _, f := range acks {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			b.Fatal(err)
+		for _, f := range acks {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				b.Fatal(err)
+			case <-ctx.Done():
+				b.Fatal("backlog not stored")
+			}
 		}
 	}
 

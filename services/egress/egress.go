@@ -210,9 +210,11 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(s.opts.Grace, hcancel) })
 	defer stop()
 
-	w := &linkWork{lo: lo, link: link, p: p, gate: gate, cons: cons, log: log, prio: make(chan jetstream.Msg)}
+	w := &linkWork{lo: lo, link: link, p: p, gate: gate, cons: cons, log: log, prio: make(chan jetstream.Msg),
+		bulk: newBulkFeed(cons.bulk, window)}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); w.bulk.run(ctx) }()
 	go func() { defer wg.Done(); s.watchControl(ctx, lo, gate, log) }()
 	go func() { defer wg.Done(); s.reportHealth(ctx, lo, link, p, gate, log) }()
 	go func() { defer wg.Done(); s.priorityFeeder(ctx, hctx, w) }()
@@ -234,6 +236,7 @@ type linkWork struct {
 	p    *pace
 	gate *pauseGate
 	cons lanes
+	bulk *bulkFeed
 	log  *slog.Logger
 	// prio hands a transactional message from the priority feeder to the
 	// first worker that holds a token.
@@ -257,7 +260,7 @@ func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 		if err := w.gate.wait(ctx); err != nil {
 			return
 		}
-		msg, err := w.cons.bulkNext(ctx)
+		msg, err := w.bulk.next(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Warn("fetch failed", "err", err)
@@ -395,20 +398,6 @@ const priorityHandoff = 20 * time.Millisecond
 // first part (smpplink.Short.MaxLate): a submit later than that takes a fresh
 // token, since a late one crowds the next slot.
 const staleToken = 5 * time.Millisecond
-
-// bulkNext fetches one message from the bulk lane, waiting up to bulkWait;
-// nil when it stayed empty.
-func (l lanes) bulkNext(ctx context.Context) (jetstream.Msg, error) {
-	b, err := l.bulk.Fetch(1, jetstream.FetchMaxWait(bulkWait))
-	if err != nil {
-		return nil, err
-	}
-	var got jetstream.Msg
-	for m := range b.Messages() {
-		got = m
-	}
-	return got, nil
-}
 
 // prepared is a message that passed its checks and waits for a token.
 type prepared struct {
