@@ -42,7 +42,8 @@ func clockKey(link string) string { return "clock." + link }
 // Options tune a Limiter; the zero value is right for production.
 type Options struct {
 	// Lease is the number of slots reserved per KV round trip. 0 means about
-	// 20 ms worth at the current rate: at least 1, at most 256. Leased slots are
+	// 20 ms worth at the current rate (at least 1, at most 256), less while
+	// this instance's callers leave leased slots unused (see nextLease). Leased slots are
 	// still Interval apart, so the lease size does not change the guarantee.
 	Lease int
 	// Now is the local clock; time.Now when nil.
@@ -100,6 +101,8 @@ type Limiter struct {
 	sem       chan struct{}
 	slots     []int64 // leased slot times, reference ns, ascending
 	slotsRate float64 // the rate the lease was reserved at
+	leaseN    int     // size of the last automatic lease (see nextLease)
+	expired   bool    // slots of the current lease expired unused
 	clock     clockFilter
 	synced    bool   // clock has given an estimate at least once
 	cache     State  // the state of our last write,
@@ -220,13 +223,14 @@ func (l *Limiter) take(ctx context.Context) (int64, error) {
 	if i > 0 {
 		l.wasted.Add(int64(i))
 		l.slots = l.slots[i:]
+		l.expired = true
 	}
 	if len(l.slots) == 0 {
-		slots, err := l.reserve(ctx, rate, l.leaseSize(rate))
+		slots, err := l.reserve(ctx, rate, l.nextLease(rate))
 		if err != nil {
 			return 0, err
 		}
-		l.slots, l.slotsRate = slots, rate
+		l.slots, l.slotsRate, l.expired = slots, rate, false
 	}
 	slot := l.slots[0]
 	l.slots = l.slots[1:]
@@ -240,6 +244,30 @@ func (l *Limiter) leaseSize(rate float64) int {
 	}
 	n := int(rate * leaseSpan.Seconds())
 	return min(max(n, 1), maxLease)
+}
+
+// nextLease is the size of the next lease: leaseSize, or with the automatic
+// size as much of it as this instance's callers used last time. Leased slots
+// are this instance's alone, and those its callers do not come for in time
+// are lost to every instance: an instance that shares the link with others,
+// or whose workers are short of work, would waste most of a full lease. So a
+// lease with slots that expired halves the next one, and a lease used up
+// doubles it, up to leaseSize. Holding sem.
+func (l *Limiter) nextLease(rate float64) int {
+	most := l.leaseSize(rate)
+	if l.lease > 0 {
+		return most
+	}
+	switch {
+	case l.leaseN == 0:
+		l.leaseN = most
+	case l.expired:
+		l.leaseN = max(l.leaseN/2, 1)
+	default:
+		l.leaseN = l.leaseN * 2
+	}
+	l.leaseN = min(l.leaseN, most)
+	return l.leaseN
 }
 
 // reserve takes n slots from the link's state in KV: read, Reserve, write
