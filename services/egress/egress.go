@@ -201,7 +201,9 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 		defer cancel()
 		_ = linkstate.DeleteHealth(fctx, s.linksKV, lo.Name, s.instance)
 		s.m.bound.WithLabelValues(lo.Name).Set(0)
-		log.Info("link stopped")
+		st := lim.Stats()
+		log.Info("link stopped", "pacing_granted", st.Granted, "pacing_wasted", st.Wasted, "pacing_late", st.Late,
+			"pacing_kv_reads", st.KVReads, "pacing_kv_writes", st.KVWrites, "pacing_conflicts", st.Conflicts)
 	}()
 
 	window := link.Window() // window x sessions: one worker per submit in flight
