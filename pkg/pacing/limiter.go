@@ -16,9 +16,17 @@ import (
 
 // maxLate is how late a slot may still be used. A slot reached later (a
 // worker busy elsewhere, a slow wake-up) is wasted, never sent late: sending
-// it late would bunch it with the next one. It is a quarter of Guard, which
-// also has to cover clock estimates and the path to the SMSC.
-const maxLate = Guard / 4
+// it late would bunch it with the next one. It is half of Guard, which also
+// has to cover the path from Wait to the SMSC (a caller that takes longer
+// than MaxSubmitDelay after Wait should take a fresh slot), clock estimates
+// and network jitter. Late wake-ups on a busy machine are what wastes slots,
+// so they get the larger share.
+const maxLate = Guard / 2
+
+// MaxSubmitDelay is how long after Wait returns a caller may still submit on
+// the slot: with maxLate it uses three quarters of Guard, leaving the rest
+// for the network and the clock estimates.
+const MaxSubmitDelay = Guard / 4
 
 // leaseSpan is how much time an automatic lease covers, and maxLease its size
 // limit: more slots per KV round trip means fewer KV operations, but longer

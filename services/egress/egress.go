@@ -399,7 +399,7 @@ const priorityHandoff = 20 * time.Millisecond
 // staleToken is how long after its grant a token may still be used for the
 // first part (smpplink.Short.MaxLate): a submit later than that takes a fresh
 // token, since a late one crowds the next slot.
-const staleToken = 5 * time.Millisecond
+const staleToken = pacing.MaxSubmitDelay
 
 // prepared is a message that passed its checks and waits for a token.
 type prepared struct {
