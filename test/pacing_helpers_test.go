@@ -12,9 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/smsflow/smsflow/pkg/linkstate"
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/services/smscsim"
+	"github.com/smsflow/smsflow/streams"
 )
 
 // strictPacing turns the wall-clock targets of issue 4 (achieved rate, settle
@@ -32,12 +34,26 @@ type pacedLink struct {
 	rate   int
 	burst  int
 	window int
+	// bindMode is the link's bind_mode; "" is the default, trx. With tx_rx
+	// receipts come on their own connection: on a transceiver each one is
+	// stored (a JetStream publish) on the read loop before the submit_sm_resps
+	// behind it are read, which at 2,000 receipts a second delays those past
+	// their timeout.
+	bindMode string
+}
+
+// binds is how many binds one instance keeps for the link.
+func (l pacedLink) binds() int {
+	if l.bindMode == "tx_rx" {
+		return 2
+	}
+	return 1
 }
 
 // env returns the SMSFLOW_ variables that define the link.
 func (l pacedLink) env() []string {
 	k := "SMSFLOW_LINKS__" + strings.ToUpper(l.name) + "__"
-	return []string{
+	env := []string{
 		k + "ADDRESS=" + l.sim.Addr(),
 		k + "SYSTEM_ID=e2e",
 		k + "PASSWORD=pw-e2e",
@@ -45,6 +61,10 @@ func (l pacedLink) env() []string {
 		fmt.Sprintf("%sBURST=%d", k, l.burst),
 		fmt.Sprintf("%sWINDOW=%d", k, l.window),
 	}
+	if l.bindMode != "" {
+		env = append(env, k+"BIND_MODE="+l.bindMode)
+	}
+	return env
 }
 
 // startPacing starts instances pipelines sharing links in pool "default":
@@ -76,7 +96,7 @@ func startPacing(t *testing.T, links []pacedLink, instances int) []*pipeline {
 	}
 	for _, l := range links {
 		natstest.Eventually(t, 30*time.Second, fmt.Sprintf("want link %s bound by all %d instances", l.name, instances),
-			func() bool { return l.sim.Binds() == instances })
+			func() bool { return l.sim.Binds() == l.binds()*instances })
 	}
 	return ps
 }
@@ -307,5 +327,84 @@ func throttleEvents(l *statusLog) []time.Time {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	return out
+}
+
+// logPacingStats logs each stopped instance's pacing counters, from its
+// "link stopped" line: slots granted, wasted (late wake-ups among them) and
+// the KV operations they cost.
+func logPacingStats(t *testing.T, ps []*pipeline) {
+	t.Helper()
+	for i, p := range ps {
+		for _, line := range strings.Split(p.logs.String(), "\n") {
+			if strings.Contains(line, `msg="link stopped"`) {
+				if j := strings.Index(line, "pacing_granted"); j >= 0 {
+					t.Logf("pacing stats of instance %d: %s", i+1, line[j:])
+				}
+			}
+		}
+	}
+}
+
+// pauseUntilQueued pauses link (sms_links control.<link>) and waits until
+// every instance has seen it; the returned resume waits (bounded) until the
+// pool's egress consumer has n messages waiting, then resumes the link, and
+// returns when it did. A
+// worker that asked for a message just before the pause may still send one:
+// those the simulator accepted count as queued.
+func pauseUntilQueued(t *testing.T, js jetstream.JetStream, ps []*pipeline, link string, sim *smscsim.Server, n int) (resume func() time.Time) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	kv, err := js.KeyValue(ctx, streams.BucketLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := linkstate.SetPaused(ctx, kv, link, true, "pacing test: queueing the backlog"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, "want every instance to see the link paused", func() bool {
+		for _, p := range ps {
+			seen := false
+			for _, line := range strings.Split(p.logs.String(), "\n") {
+				seen = seen || strings.Contains(line, `msg="link control changed"`) && strings.Contains(line, "link="+link+" ") && strings.Contains(line, "paused=true")
+			}
+			if !seen {
+				return false
+			}
+		}
+		return true
+	})
+	return func() time.Time {
+		t.Helper()
+		cons, err := js.Consumer(ctx, "SMS_EGRESS", streams.EgressConsumerName("default"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pending, acking uint64
+		for deadline := time.Now().Add(time.Minute); pending+acking+uint64(sim.Accepted()) < uint64(n); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 1m: %d messages waiting, %d in workers' hands and %d sent on the paused link, want %d queued", pending, acking, sim.Accepted(), n)
+			}
+			if info, err := cons.Info(ctx); err == nil {
+				pending, acking = info.NumPending, uint64(info.NumAckPending)
+			}
+		}
+		at := time.Now()
+		if err := linkstate.SetPaused(ctx, kv, link, false, ""); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+}
+
+// since is the submits at or after t.
+func since(subs []smscsim.Submit, t time.Time) []smscsim.Submit {
+	var out []smscsim.Submit
+	for _, s := range subs {
+		if !s.At.Before(t) {
+			out = append(out, s)
+		}
+	}
 	return out
 }

@@ -10,7 +10,8 @@ import (
 // It is the budget for everything that moves a submit away from its slot:
 // waking late (at most maxLate, see Limiter.Wait), the clock estimates of two
 // hosts disagreeing, and the jitter between Wait returning and the SMSC
-// reading the PDU. It costs 1% of the rate (1 s / 1.01 s).
+// reading the PDU (at most MaxSubmitDelay on the caller's side). It costs 1%
+// of the rate (1 s / 1.01 s).
 const Guard = 10 * time.Millisecond
 
 // maxInterval bounds Interval for tiny rates, so slot arithmetic cannot overflow.

@@ -377,3 +377,29 @@ func BenchmarkLimiter(b *testing.B) {
 		})
 	}
 }
+
+// An automatic lease shrinks while its slots expire unused and grows back,
+// doubling, up to about 20 ms worth, once leases are used up; a fixed
+// Options.Lease never changes.
+func TestLeaseFollowsWhatTheInstanceUses(t *testing.T) {
+	l := &Limiter{}
+	const rate = 2000 // leaseSize: 40 slots
+	var got []int
+	for _, expired := range []bool{false, true, true, true, true, true, true, false, false, false, false, false, false} {
+		l.expired = expired
+		got = append(got, l.nextLease(rate))
+	}
+	want := []int{40, 20, 10, 5, 2, 1, 1, 2, 4, 8, 16, 32, 40}
+	if !slices.Equal(got, want) {
+		t.Fatalf("lease sizes %v, want %v", got, want)
+	}
+	fixed := &Limiter{lease: 7}
+	fixed.expired = true
+	if n := fixed.nextLease(rate); n != 7 {
+		t.Fatalf("fixed lease of 7 gave %d", n)
+	}
+	l.expired = false
+	if n := l.nextLease(50); n != 1 {
+		t.Fatalf("at 50/s (one slot in 20 ms) the lease is %d, want 1", n)
+	}
+}

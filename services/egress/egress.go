@@ -64,6 +64,7 @@ type Stage struct {
 
 	mu   sync.Mutex
 	open map[string]*smpplink.Link
+	lims map[string]*pacing.Limiter // each link's bucket, for PacingStats
 }
 
 // New makes the stage; Run binds the links and starts pulling.
@@ -83,7 +84,7 @@ func New(js jetstream.JetStream, pub *status.Publisher, links []LinkOptions, opt
 	for _, l := range links {
 		m.touch(l.Name)
 	}
-	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}, instance: instanceName()}
+	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}, lims: map[string]*pacing.Limiter{}, instance: instanceName()}
 }
 
 // BoundLinks returns how many links are bound now (for /readyz).
@@ -97,6 +98,18 @@ func (s *Stage) BoundLinks() int {
 		}
 	}
 	return n
+}
+
+// PacingStats returns what each link's pacing limiter did in this instance
+// so far (KV reads and writes, slots reserved, granted and wasted), by link.
+func (s *Stage) PacingStats() map[string]pacing.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]pacing.Stats, len(s.lims))
+	for name, l := range s.lims {
+		out[name] = l.Stats()
+	}
+	return out
 }
 
 // Run binds every link and runs its worker until ctx is done; then it
@@ -154,6 +167,9 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 	// a token because a worker takes one before it fetches, and every further
 	// part of a long message costs one more.
 	lim := pacing.New(s.pacingKV, lo.Name, float64(lo.Rate), max(lo.Burst, 1), pacing.Options{Log: log})
+	s.mu.Lock()
+	s.lims[lo.Name] = lim
+	s.mu.Unlock()
 	p := newPace(lim, lo.Rate)
 	gate := newPauseGate()
 	// Read the control before any worker starts: a link paused while this
@@ -185,7 +201,9 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 		defer cancel()
 		_ = linkstate.DeleteHealth(fctx, s.linksKV, lo.Name, s.instance)
 		s.m.bound.WithLabelValues(lo.Name).Set(0)
-		log.Info("link stopped")
+		st := lim.Stats()
+		log.Info("link stopped", "pacing_granted", st.Granted, "pacing_wasted", st.Wasted, "pacing_late", st.Late,
+			"pacing_kv_reads", st.KVReads, "pacing_kv_writes", st.KVWrites, "pacing_conflicts", st.Conflicts)
 	}()
 
 	window := link.Window() // window x sessions: one worker per submit in flight
@@ -194,39 +212,60 @@ func (s *Stage) runLink(ctx context.Context, lo LinkOptions, cons lanes) error {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(s.opts.Grace, hcancel) })
 	defer stop()
 
+	w := &linkWork{lo: lo, link: link, p: p, gate: gate, cons: cons, log: log, prio: make(chan jetstream.Msg),
+		bulk: newBulkFeed(cons.bulk, window)}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(4)
+	go func() { defer wg.Done(); w.bulk.run(ctx) }()
 	go func() { defer wg.Done(); s.watchControl(ctx, lo, gate, log) }()
 	go func() { defer wg.Done(); s.reportHealth(ctx, lo, link, p, gate, log) }()
+	go func() { defer wg.Done(); s.priorityFeeder(ctx, hctx, w) }()
 	for range window {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.worker(ctx, hctx, lo, link, p, gate, cons, log)
+			s.worker(ctx, hctx, w)
 		}()
 	}
 	wg.Wait()
 	return nil
 }
 
-// worker is one slot of the link's window: wait until bound, take a token,
-// fetch one message, submit it, settle it.
-func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, gate *pauseGate, cons lanes, log *slog.Logger) {
+// linkWork is what a link's workers share.
+type linkWork struct {
+	lo   LinkOptions
+	link *smpplink.Link
+	p    *pace
+	gate *pauseGate
+	cons lanes
+	bulk *bulkFeed
+	log  *slog.Logger
+	// prio hands a transactional message from the priority feeder to the
+	// first worker that holds a token.
+	prio chan jetstream.Msg
+}
+
+// worker is one slot of the link's window: wait until bound, fetch one
+// message, take a token, submit, settle.
+//
+// The message comes first and the token second, so that the time from the
+// token to the submit is a wake-up, not a fetch: a token is a slot in time,
+// and one that a slow fetch made late is wasted (sending it late would crowd
+// the next one). Every attempt still costs a token, retries included, since
+// nothing is submitted without one; a worker holds one message while it
+// waits for its token, at most window slots ahead.
+func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 	for ctx.Err() == nil {
-		if err := link.WaitBound(ctx); err != nil {
+		if err := w.link.WaitBound(ctx); err != nil {
 			return
 		}
-		if err := gate.wait(ctx); err != nil {
+		if err := w.gate.wait(ctx); err != nil {
 			return
 		}
-		if !s.token(ctx, p, log) {
-			return
-		}
-		granted := time.Now()
-		msg, err := cons.next()
+		msg, err := w.bulk.next(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				log.Warn("fetch failed", "err", err)
+				w.log.Warn("fetch failed", "err", err)
 				sleep(ctx, time.Second)
 			}
 			continue
@@ -234,18 +273,80 @@ func (s *Stage) worker(ctx, hctx context.Context, lo LinkOptions, link *smpplink
 		if msg == nil {
 			continue
 		}
-		// A token is a slot in time. One taken before a long fetch (an idle
-		// link waits up to bulkWait for work) is stale when the message
-		// comes: every idle worker of every instance would submit at once.
-		// Take a fresh one; the message waits at most one more slot.
-		if time.Since(granted) > staleToken {
-			if !s.token(ctx, p, log) {
-				s.settle(hctx, msg, consume.Retry(0), log) // shutting down: give it back
-				return
-			}
-			granted = time.Now()
+		s.process(ctx, hctx, w, msg, true)
+	}
+}
+
+// process takes msg through its checks, a token and its submit, and settles
+// it. With takePrio, a transactional message waiting at the feeder when the
+// token comes is submitted first, on that token, and msg waits for the next.
+func (s *Stage) process(ctx, hctx context.Context, w *linkWork, msg jetstream.Msg, takePrio bool) {
+	sub, o, ok := s.prepare(hctx, w.lo, msg, w.log)
+	if !ok {
+		s.settle(hctx, msg, o, w.log)
+		return
+	}
+	for {
+		if !s.token(ctx, w.p, w.log) {
+			s.settle(hctx, msg, consume.Retry(0), w.log) // shutting down: give it back
+			return
 		}
-		s.settle(hctx, msg, s.handle(hctx, lo, link, p, msg, granted, log), log)
+		granted := time.Now()
+		if takePrio {
+			select {
+			case pm := <-w.prio:
+				psub, po, pok := s.prepare(hctx, w.lo, pm, w.log)
+				if pok {
+					po = s.send(hctx, w.lo, w.link, w.p, pm, psub, granted, w.log)
+					s.settle(hctx, pm, po, w.log)
+					continue // the token went to the transactional message
+				}
+				s.settle(hctx, pm, po, w.log)
+				granted = time.Now()
+			default:
+			}
+		}
+		s.settle(hctx, msg, s.send(hctx, w.lo, w.link, w.p, msg, sub, granted, w.log), w.log)
+		return
+	}
+}
+
+// priorityFeeder pulls the pool's priority lane and hands each message to
+// the next worker that holds a token. When none takes it within
+// priorityHandoff (an idle link: the workers wait on the bulk lane, holding
+// no token), it takes its own token and submits it.
+func (s *Stage) priorityFeeder(ctx, hctx context.Context, w *linkWork) {
+	for ctx.Err() == nil {
+		if err := w.link.WaitBound(ctx); err != nil {
+			return
+		}
+		if err := w.gate.wait(ctx); err != nil {
+			return
+		}
+		b, err := w.cons.priority.Fetch(1, jetstream.FetchMaxWait(priorityWait))
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("fetch failed", "lane", "priority", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		var pm jetstream.Msg
+		for m := range b.Messages() {
+			pm = m
+		}
+		if pm == nil {
+			continue
+		}
+		t := time.NewTimer(priorityHandoff)
+		select {
+		case w.prio <- pm:
+		case <-t.C:
+			s.process(ctx, hctx, w, pm, false)
+		case <-ctx.Done():
+			s.settle(hctx, pm, consume.Retry(0), w.log)
+		}
+		t.Stop()
 	}
 }
 
@@ -283,46 +384,37 @@ type lanes struct {
 	priority, bulk jetstream.Consumer
 }
 
-// bulkWait is how long an idle worker waits on the bulk lane before it
-// looks at the priority lane again (with a fresh token). It bounds the delay
-// of a transactional message on an idle link; on a busy one the bulk fetch
-// returns at once and the priority lane is checked before every submit.
+// bulkWait is how long an idle worker waits on the bulk lane per fetch.
 const bulkWait = 250 * time.Millisecond
 
-// staleToken is how long after its grant a token may still be used. The
-// pacing guard leaves 10 ms a second of slack for late submits; a fetch that
-// returns at once takes well under a millisecond.
-const staleToken = 5 * time.Millisecond
+// priorityWait is how long the priority feeder waits on its lane per fetch;
+// a transactional message is handed over as soon as it arrives.
+const priorityWait = time.Second
 
-// next fetches one message for a worker that holds a token: from the
-// priority lane if it has one waiting, else from the bulk lane. A nil
-// message means both were empty.
-func (l lanes) next() (jetstream.Msg, error) {
-	if b, err := l.priority.FetchNoWait(1); err == nil {
-		var got jetstream.Msg
-		for m := range b.Messages() {
-			got = m
-		}
-		if got != nil {
-			return got, nil
-		}
-	}
-	b, err := l.bulk.Fetch(1, jetstream.FetchMaxWait(bulkWait))
-	if err != nil {
-		return nil, err
-	}
-	var got jetstream.Msg
-	for m := range b.Messages() {
-		got = m
-	}
-	return got, nil
+// priorityHandoff is how long the priority feeder offers a message to the
+// link's workers before it submits it itself: on a busy link a worker takes it
+// at its next token, well within this.
+const priorityHandoff = 20 * time.Millisecond
+
+// staleToken is how long after its grant a token may still be used for the
+// first part (smpplink.Short.MaxLate): a submit later than that takes a fresh
+// token, since a late one crowds the next slot.
+const staleToken = pacing.MaxSubmitDelay
+
+// prepared is a message that passed its checks and waits for a token.
+type prepared struct {
+	m       envelope.Message
+	attempt int
+	src     string
 }
 
-// handle submits one message and decides its outcome.
-func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, msg jetstream.Msg, granted time.Time, log *slog.Logger) consume.Outcome {
+// prepare decodes msg and checks it before it may cost a token: a poison
+// message, one redelivered after it was submitted, one expired, one out of
+// attempts. ok is false when o settles it without a submit.
+func (s *Stage) prepare(ctx context.Context, lo LinkOptions, msg jetstream.Msg, log *slog.Logger) (p prepared, o consume.Outcome, ok bool) {
 	md, err := msg.Metadata()
 	if err != nil {
-		return consume.Term("no metadata: " + err.Error())
+		return p, consume.Term("no metadata: " + err.Error()), false
 	}
 	attempt := int(md.NumDelivered)
 	m, err := envelope.Decode(msg.Data())
@@ -331,27 +423,37 @@ func (s *Stage) handle(ctx context.Context, lo LinkOptions, link *smpplink.Link,
 		// publish on sms.egress. It has no id to report a status under.
 		s.m.poison.WithLabelValues(lo.Name).Inc()
 		log.Error("poison message on egress, terminated", "seq", md.Sequence.Stream, "err", err)
-		return consume.Term("poison: not a valid envelope")
+		return p, consume.Term("poison: not a valid envelope"), false
 	}
 	if attempt > 1 {
 		// Redelivered: a lost ack, a crash or a shutdown may have come after
 		// the SMSC accepted it. Submitting again would send a second SMS, and
 		// expiring or failing it would contradict its receipt: check first.
 		if o, done := s.redelivered(ctx, lo, m, log); done {
-			return o
+			return p, o, false
 		}
 	}
-	now := time.Now()
-	if !m.ExpiresAt.IsZero() && now.After(m.ExpiresAt) {
-		return s.final(ctx, status.Event{ID: m.ID, Status: status.Expired, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt}, lo.Name, "expired")
+	if !m.ExpiresAt.IsZero() && time.Now().After(m.ExpiresAt) {
+		return p, s.final(ctx, status.Event{ID: m.ID, Status: status.Expired, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt}, lo.Name, "expired"), false
 	}
 	if attempt > s.opts.MaxAttempts {
-		return s.final(ctx, status.Event{ID: m.ID, Status: status.Failed, Reason: status.ReasonMaxAttempts, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt,
-			Detail: fmt.Sprintf("gave up after %d attempts", attempt-1)}, lo.Name, "max_attempts")
+		return p, s.final(ctx, status.Event{ID: m.ID, Status: status.Failed, Reason: status.ReasonMaxAttempts, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt,
+			Detail: fmt.Sprintf("gave up after %d attempts", attempt-1)}, lo.Name, "max_attempts"), false
 	}
 	src := m.From
 	if src == "" {
 		src = lo.Source
+	}
+	return prepared{m: m, attempt: attempt, src: src}, o, true
+}
+
+// send submits a prepared message on a token granted at granted, and decides
+// its outcome.
+func (s *Stage) send(ctx context.Context, lo LinkOptions, link *smpplink.Link, p *pace, msg jetstream.Msg, pr prepared, granted time.Time, log *slog.Logger) consume.Outcome {
+	m, attempt, src := pr.m, pr.attempt, pr.src
+	if !m.ExpiresAt.IsZero() && time.Now().After(m.ExpiresAt) {
+		// It expired while it waited for the token (the token is unused).
+		return s.final(ctx, status.Event{ID: m.ID, Status: status.Expired, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt}, lo.Name, "expired")
 	}
 	if p.cutSince(granted) {
 		// The SMSC throttled the link after this token was granted: the
