@@ -27,7 +27,7 @@ import (
 	"github.com/smsflow/smsflow/pkg/status"
 )
 
-const wait = 20 * time.Second // bound on every wait; the happy path takes a second or two
+const wait = 45 * time.Second // bound on every wait; the happy path takes a second or two, a busy -race run much longer
 
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
