@@ -66,6 +66,37 @@ func TestAPausedLinkSendsNothingUntilItIsResumed(t *testing.T) {
 	}
 }
 
+// A pause that comes while the workers wait in a fetch: what that fetch
+// brings after the pause goes back unsent, and out once resumed.
+func TestAPauseStopsWhatAFetchUnderWayBrings(t *testing.T) {
+	const n = 20
+	e := newEnv(t, smscsim.Options{NoReceipts: true})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.run(e.linkOpts(100, 10, 4), fastRetries(5))
+	natstest.Eventually(t, wait, "want the link bound", func() bool { return testutil.ToFloat64(r.m.bound.WithLabelValues(link)) == 1 })
+	time.Sleep(100 * time.Millisecond) // the workers are in their fetch, the lanes empty
+	if err := linkstate.SetPaused(ctx, kv, link, true, "now"); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, wait, "want the pause seen", func() bool { return testutil.ToFloat64(r.m.paused.WithLabelValues(link)) == 1 })
+	e.publish(0, n, nil)
+	time.Sleep(600 * time.Millisecond) // longer than a fetch waits
+	if got := e.sim.Accepted(); got != 0 {
+		t.Fatalf("a paused link submitted %d messages", got)
+	}
+	if err := linkstate.SetPaused(ctx, kv, link, false, ""); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, wait, "want every message sent after resume", func() bool { return e.acceptedEach(n) })
+	e.acceptedOnce(n)
+	r.stop()
+}
+
 func TestMalformedControlIsIgnoredAndTheLinkKeepsRunning(t *testing.T) {
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)

@@ -273,9 +273,20 @@ func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 		if msg == nil {
 			continue
 		}
+		if w.gate.isPaused() {
+			// Paused while the fetch waited: a paused link sends nothing,
+			// so the message goes back, for another link of the pool or
+			// for this one once it is resumed.
+			s.settle(hctx, msg, consume.Retry(pausedRetry), w.log)
+			continue
+		}
 		s.process(ctx, hctx, w, msg, true)
 	}
 }
+
+// pausedRetry is when a message fetched just as its link was paused comes
+// back.
+const pausedRetry = time.Second
 
 // process takes msg through its checks, a token and its submit, and settles
 // it. With takePrio, a transactional message waiting at the feeder when the
@@ -336,6 +347,10 @@ func (s *Stage) priorityFeeder(ctx, hctx context.Context, w *linkWork) {
 			pm = m
 		}
 		if pm == nil {
+			continue
+		}
+		if w.gate.isPaused() {
+			s.settle(hctx, pm, consume.Retry(pausedRetry), w.log) // as in worker
 			continue
 		}
 		t := time.NewTimer(priorityHandoff)
