@@ -71,7 +71,7 @@ func BenchmarkStage(b *testing.B) {
 		b.Fatal(err)
 	}
 	var black rules.Blacklist
-	if os.Getenv("SMSFLOW_BENCH_MAP_BLACKLIST") != "" {
+	if os.Getenv("TEST_BENCH_MAP_BLACKLIST") != "" {
 		// A Go map of strings, as the bench had before: a million pointers
 		// for the GC to scan in every cycle (the comparison).
 		m := make(numberSet, 1_000_000)
@@ -108,7 +108,7 @@ func BenchmarkStage(b *testing.B) {
 	r := newRulesFor(black, view, dedup.New(kv(streams.BucketDedup), 10*time.Minute).WriteVia(nc),
 		caps.NewCounter(kv(streams.BucketCaps), w, caps.Limits{Daily: 3, Weekly: 10}).WriteVia(nc))
 	check := Chain(czRoutes(), Rules(r))
-	if os.Getenv("SMSFLOW_BENCH_NO_RULES") != "" {
+	if os.Getenv("TEST_BENCH_NO_RULES") != "" {
 		check = Chain(czRoutes()) // the stage without the rules, for comparison
 	}
 	s := New(js, pub, check, testOptions(), log, NewMetrics(prometheus.NewRegistry()))
@@ -131,11 +131,11 @@ func BenchmarkStage(b *testing.B) {
 }
 
 // profile writes a CPU profile of the timed part alone (not the setup,
-// which builds the blacklist) to $SMSFLOW_BENCH_CPUPROFILE when it is set:
+// which builds the blacklist) to $TEST_BENCH_CPUPROFILE when it is set:
 //
-//	SMSFLOW_BENCH_CPUPROFILE=/tmp/cpu.out go test -run '^$' -bench BenchmarkStage -benchtime 20000x -count 1 ./services/policy/
+//	TEST_BENCH_CPUPROFILE=/tmp/cpu.out go test -run '^$' -bench BenchmarkStage -benchtime 20000x -count 1 ./services/policy/
 func profile(b *testing.B) (stop func()) {
-	path := os.Getenv("SMSFLOW_BENCH_CPUPROFILE")
+	path := os.Getenv("TEST_BENCH_CPUPROFILE")
 	if path == "" {
 		return func() {}
 	}

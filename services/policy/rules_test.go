@@ -192,20 +192,20 @@ func waitDrained(t testing.TB, js jetstream.JetStream, d time.Duration) {
 
 // capsRunSize is the number of messages of the caps runs: 10,000 (the
 // acceptance size), or 2,000 under the race detector, which makes the stage
-// several times slower (CI runs -race on 2 cores). SMSFLOW_POLICY_CAPS_MESSAGES
+// several times slower (CI runs -race on 2 cores). TEST_POLICY_CAPS_MESSAGES
 // sets it either way; numbers are a twentieth of it, so the exact counts
 // checked are the same at every size:
 //
-//	SMSFLOW_POLICY_CAPS_MESSAGES=10000 go test -race -run TestThreeInstances ./services/policy/
+//	TEST_POLICY_CAPS_MESSAGES=10000 go test -race -run TestThreeInstances ./services/policy/
 func capsRunSize(t *testing.T) int {
 	n := 10_000
 	if raceEnabled {
 		n = 2_000
 	}
-	if v := os.Getenv("SMSFLOW_POLICY_CAPS_MESSAGES"); v != "" {
+	if v := os.Getenv("TEST_POLICY_CAPS_MESSAGES"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 20 {
-			t.Fatalf("SMSFLOW_POLICY_CAPS_MESSAGES=%q: want a whole number >= 20", v)
+			t.Fatalf("TEST_POLICY_CAPS_MESSAGES=%q: want a whole number >= 20", v)
 		}
 	}
 	return n

@@ -63,7 +63,7 @@ func browser(t *testing.T) context.Context {
 // 100, then 200, a non-zero rate on the link, success 100 %, the cost of 200
 // parts, the egress queue, and the campaign (its progress, or a clear note if
 // this build has no campaign endpoint). It saves a screenshot in the test's
-// temp dir (and to $SMSFLOW_DASHBOARD_SCREENSHOT if set, to look at it).
+// temp dir (and to $TEST_DASHBOARD_SCREENSHOT if set, to look at it).
 func TestTheLivePageFollowsARun(t *testing.T) {
 	ctx := browser(t)
 	in := newInstance(t, "SMSFLOW_LINKS__SIM1__PRICE=0.05")
@@ -157,7 +157,7 @@ func TestTheLivePageFollowsARun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
-	if p := os.Getenv("SMSFLOW_DASHBOARD_SCREENSHOT"); p != "" {
+	if p := os.Getenv("TEST_DASHBOARD_SCREENSHOT"); p != "" {
 		if err := os.WriteFile(p, png, 0o644); err != nil {
 			t.Fatal(err)
 		}
