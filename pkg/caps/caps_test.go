@@ -24,17 +24,7 @@ func bucket(t *testing.T) jetstream.KeyValue {
 // bucketConn is the bucket and the connection its JetStream uses, for
 // WriteVia.
 func bucketConn(t *testing.T) (jetstream.KeyValue, *nats.Conn) {
-	t.Helper()
-	nc, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
-	ctx := context.Background()
-	if err := streams.Apply(ctx, js, nil); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, streams.BucketCaps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv, nc
+	return natstest.Bucket(t, streams.BucketCaps)
 }
 
 func window(t *testing.T, zone string) caps.Window {

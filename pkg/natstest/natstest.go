@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/smsflow/smsflow/streams"
 )
 
 // RunServer starts JetStream in-process on a random loopback port with its
@@ -91,4 +92,20 @@ func Run(t testing.TB, d time.Duration, run func(ctx context.Context) error) (st
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// Bucket starts a server with every definition of streams/ applied and
+// returns the KV bucket name, with the connection its JetStream uses.
+func Bucket(t testing.TB, name string) (jetstream.KeyValue, *nats.Conn) {
+	t.Helper()
+	nc, js := Connect(t, RunServer(t, t.TempDir()))
+	ctx := context.Background()
+	if err := streams.Apply(ctx, js, nil); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv, nc
 }
