@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -241,8 +242,13 @@ type linkWork struct {
 	bulk *bulkFeed
 	log  *slog.Logger
 	// prio hands a transactional message from the priority feeder to the
-	// first worker that holds a token.
+	// first worker that is free or holds a token.
 	prio chan jetstream.Msg
+	// idle counts the workers waiting for a message: the priority feeder
+	// fetches as many as are waiting (at least one), so a burst of
+	// transactional messages fills the window without holding any back from
+	// the pool's other links.
+	idle atomic.Int32
 }
 
 // worker is one slot of the link's window: wait until bound, fetch one
@@ -255,19 +261,44 @@ type linkWork struct {
 // nothing is submitted without one; a worker holds one message while it
 // waits for its token, at most window slots ahead.
 func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
+	// asked is this worker's open ask on the bulk lane: once the feed has
+	// it, it always answers, and the answer must be read.
+	var asked <-chan fed
 	for ctx.Err() == nil {
 		if err := w.link.WaitBound(ctx); err != nil {
-			return
+			break
 		}
 		if err := w.gate.wait(ctx); err != nil {
-			return
+			break
 		}
-		msg, err := w.bulk.next(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.log.Warn("fetch failed", "err", err)
-				sleep(ctx, time.Second)
+		if asked == nil {
+			if asked = w.bulk.ask(ctx); asked == nil {
+				break
 			}
+		}
+		// A free worker takes a transactional message as soon as the
+		// priority feeder has one, even while its bulk ask is open (the
+		// bulk message, if one comes, waits in the buffered answer).
+		var msg jetstream.Msg
+		w.idle.Add(1)
+		select {
+		case pm := <-w.prio:
+			w.idle.Add(-1)
+			s.process(ctx, hctx, w, pm, false)
+			continue
+		case a := <-asked:
+			w.idle.Add(-1)
+			asked = nil
+			if a.err != nil {
+				if ctx.Err() == nil {
+					w.log.Warn("fetch failed", "err", a.err)
+					sleep(ctx, time.Second)
+				}
+				continue
+			}
+			msg = a.msg
+		case <-ctx.Done():
+			w.idle.Add(-1)
 			continue
 		}
 		if msg == nil {
@@ -281,6 +312,11 @@ func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 			continue
 		}
 		s.process(ctx, hctx, w, msg, true)
+	}
+	if asked != nil {
+		if a := <-asked; a.msg != nil {
+			s.settle(hctx, a.msg, consume.Retry(0), w.log) // shutting down: give it back
+		}
 	}
 }
 
@@ -323,9 +359,10 @@ func (s *Stage) process(ctx, hctx context.Context, w *linkWork, msg jetstream.Ms
 }
 
 // priorityFeeder pulls the pool's priority lane and hands each message to
-// the next worker that holds a token. When none takes it within
-// priorityHandoff (an idle link: the workers wait on the bulk lane, holding
-// no token), it takes its own token and submits it.
+// the first worker that is free: an idle one (waiting on the bulk lane) at
+// once, a busy one at its next token, before its own bulk message. When no
+// worker takes it within priorityHandoff and the link cannot send (unbound,
+// paused), it goes back to the lane for another link of the pool.
 func (s *Stage) priorityFeeder(ctx, hctx context.Context, w *linkWork) {
 	for ctx.Err() == nil {
 		if err := w.link.WaitBound(ctx); err != nil {
@@ -334,7 +371,7 @@ func (s *Stage) priorityFeeder(ctx, hctx context.Context, w *linkWork) {
 		if err := w.gate.wait(ctx); err != nil {
 			return
 		}
-		b, err := w.cons.priority.Fetch(1, jetstream.FetchMaxWait(priorityWait))
+		msgs, err := fetchLane(w.cons.priority, max(1, int(w.idle.Load())), priorityWait)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Warn("fetch failed", "lane", "priority", "err", err)
@@ -342,26 +379,30 @@ func (s *Stage) priorityFeeder(ctx, hctx context.Context, w *linkWork) {
 			}
 			continue
 		}
-		var pm jetstream.Msg
-		for m := range b.Messages() {
-			pm = m
+		for _, pm := range msgs {
+			s.handOff(ctx, hctx, w, pm)
 		}
-		if pm == nil {
-			continue
-		}
-		if w.gate.isPaused() {
+	}
+}
+
+// handOff gives pm to a worker of w, or back to the lane when the link
+// stops being able to send before a worker takes it.
+func (s *Stage) handOff(ctx, hctx context.Context, w *linkWork, pm jetstream.Msg) {
+	t := time.NewTicker(priorityHandoff)
+	defer t.Stop()
+	for {
+		if w.gate.isPaused() || !w.link.Bound() {
 			s.settle(hctx, pm, consume.Retry(pausedRetry), w.log) // as in worker
-			continue
+			return
 		}
-		t := time.NewTimer(priorityHandoff)
 		select {
 		case w.prio <- pm:
+			return
 		case <-t.C:
-			s.process(ctx, hctx, w, pm, false)
 		case <-ctx.Done():
 			s.settle(hctx, pm, consume.Retry(0), w.log)
+			return
 		}
-		t.Stop()
 	}
 }
 
@@ -406,10 +447,9 @@ const bulkWait = 250 * time.Millisecond
 // a transactional message is handed over as soon as it arrives.
 const priorityWait = time.Second
 
-// priorityHandoff is how long the priority feeder offers a message to the
-// link's workers before it submits it itself: on a busy link a worker takes it
-// at its next token, well within this.
-const priorityHandoff = 20 * time.Millisecond
+// priorityHandoff is how often the priority feeder, while it offers a
+// message to the link's workers, checks that the link can still send it.
+const priorityHandoff = 100 * time.Millisecond
 
 // staleToken is how long after its grant a token may still be used for the
 // first part (smpplink.Short.MaxLate): a submit later than that takes a fresh

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -28,18 +29,20 @@ func newBulkFeed(cons jetstream.Consumer, most int) *bulkFeed {
 	return &bulkFeed{cons: cons, max: max(most, 1), asks: make(chan chan fed)}
 }
 
-// next asks for one message. Once the feed has the ask it always answers,
-// so a worker that asked waits for the answer even when ctx ends (at most
-// bulkWait and a fetch): a message fetched for it is never left unread.
-func (f *bulkFeed) next(ctx context.Context) (jetstream.Msg, error) {
+// ask asks for one message; the answer comes on the returned channel (a
+// message, nil when the lane stayed empty for bulkWait, or the fetch's
+// error). Once the feed has the ask it always answers, so the asker must
+// read the answer even when ctx ends (it comes within bulkWait and a fetch):
+// a message fetched for it is never left unread. ask returns nil when ctx
+// ends before the feed took the ask.
+func (f *bulkFeed) ask(ctx context.Context) <-chan fed {
 	reply := make(chan fed, 1)
 	select {
 	case f.asks <- reply:
+		return reply
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil
 	}
-	a := <-reply
-	return a.msg, a.err
 }
 
 // run answers asks until ctx ends. On a busy lane it takes what is there at
@@ -77,12 +80,18 @@ func (f *bulkFeed) run(ctx context.Context) {
 // fetch takes up to n messages that are waiting now, or, when there are
 // none, waits up to bulkWait for one.
 func (f *bulkFeed) fetch(n int) ([]jetstream.Msg, error) {
-	if b, err := f.cons.FetchNoWait(n); err == nil {
+	return fetchLane(f.cons, n, bulkWait)
+}
+
+// fetchLane takes up to n messages that are waiting on cons now, or, when
+// there are none, waits up to wait for one.
+func fetchLane(cons jetstream.Consumer, n int, wait time.Duration) ([]jetstream.Msg, error) {
+	if b, err := cons.FetchNoWait(n); err == nil {
 		if msgs := drain(b); len(msgs) > 0 {
 			return msgs, nil
 		}
 	}
-	b, err := f.cons.Fetch(1, jetstream.FetchMaxWait(bulkWait))
+	b, err := cons.Fetch(1, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +53,21 @@ func TestEveryPartOfALongMessageCostsAToken(t *testing.T) {
 	natstest.Eventually(t, wait, "want all 16 submits", func() bool { return e.sim.Accepted() == 16 })
 	if got := e.sim.MaxInWindow(time.Second); got > 10 {
 		t.Fatalf("%d submits in one second on a 10/s link: parts were not paced", got)
+	}
+}
+
+// Transactional messages alone fill the link's window: a free worker takes
+// one from the priority lane at once. (They used to go one at a time through
+// the priority feeder, about 45 a second whatever the link's rate.) Against
+// an SMSC that answers each submit after 500 ms, a one-at-a-time path puts at
+// most one submit in any 400 ms; a window of 10 puts several there.
+func TestTransactionalMessagesFillTheWindow(t *testing.T) {
+	const n, window = 30, 10
+	e := newEnv(t, smscsim.Options{NoReceipts: true, RespDelay: 500 * time.Millisecond})
+	e.publish(0, n, func(m *envelope.Message) { m.Kind = envelope.Transactional })
+	e.run(e.linkOpts(1000, 1000, window), fastRetries(5))
+	natstest.Eventually(t, wait, fmt.Sprintf("want %d submits", n), func() bool { return e.sim.Accepted() >= n })
+	if got := e.sim.MaxInWindow(400 * time.Millisecond); got < window/2 {
+		t.Fatalf("at most %d transactional submits in any 400 ms against a 500 ms SMSC with window %d: they do not use the window", got, window)
 	}
 }
