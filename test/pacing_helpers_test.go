@@ -356,13 +356,13 @@ func logPacingStats(t *testing.T, ps []*pipeline) {
 	}
 }
 
-// pauseUntilQueued pauses link (sms_links control.<link>) and waits until
+// pauseUntilQueued pauses links (sms_links control.<link>) and waits until
 // every instance has seen it; the returned resume waits (bounded) until the
-// pool's egress consumer has n messages waiting, then resumes the link, and
-// returns when it did. A
-// worker that asked for a message just before the pause may still send one:
-// those the simulator accepted count as queued.
-func pauseUntilQueued(t *testing.T, js jetstream.JetStream, ps []*pipeline, link string, sim *smscsim.Server, n int) (resume func() time.Time) {
+// pool's egress consumer has n messages waiting, then resumes the links, and
+// returns when it did. A worker that asked for a message just before the
+// pause may still send one: those the simulators (sims, one per link)
+// accepted count as queued.
+func pauseUntilQueued(t *testing.T, js jetstream.JetStream, ps []*pipeline, links []string, sims []*smscsim.Server, n int) (resume func() time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -370,21 +370,31 @@ func pauseUntilQueued(t *testing.T, js jetstream.JetStream, ps []*pipeline, link
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := linkstate.SetPaused(ctx, kv, link, true, "pacing test: queueing the backlog"); err != nil {
-		t.Fatal(err)
+	for _, link := range links {
+		if err := linkstate.SetPaused(ctx, kv, link, true, "pacing test: queueing the backlog"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	natstest.Eventually(t, 30*time.Second, "want every instance to see the link paused", func() bool {
+	natstest.Eventually(t, 30*time.Second, "want every instance to see the links paused", func() bool {
 		for _, p := range ps {
-			seen := false
-			for _, line := range strings.Split(p.logs.String(), "\n") {
-				seen = seen || strings.Contains(line, `msg="link control changed"`) && strings.Contains(line, "link="+link+" ") && strings.Contains(line, "paused=true")
-			}
-			if !seen {
-				return false
+			for _, link := range links {
+				seen := false
+				for _, line := range strings.Split(p.logs.String(), "\n") {
+					seen = seen || strings.Contains(line, `msg="link control changed"`) && strings.Contains(line, "link="+link+" ") && strings.Contains(line, "paused=true")
+				}
+				if !seen {
+					return false
+				}
 			}
 		}
 		return true
 	})
+	accepted := func() (sum uint64) {
+		for _, sim := range sims {
+			sum += uint64(sim.Accepted())
+		}
+		return sum
+	}
 	return func() time.Time {
 		t.Helper()
 		cons, err := js.Consumer(ctx, "SMS_EGRESS", streams.EgressConsumerName("default"))
@@ -392,17 +402,19 @@ func pauseUntilQueued(t *testing.T, js jetstream.JetStream, ps []*pipeline, link
 			t.Fatal(err)
 		}
 		var pending, acking uint64
-		for deadline := time.Now().Add(time.Minute); pending+acking+uint64(sim.Accepted()) < uint64(n); time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(time.Minute); pending+acking+accepted() < uint64(n); time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("after 1m: %d messages waiting, %d in workers' hands and %d sent on the paused link, want %d queued", pending, acking, sim.Accepted(), n)
+				t.Fatalf("after 1m: %d messages waiting, %d in workers' hands and %d sent on the paused links, want %d queued", pending, acking, accepted(), n)
 			}
 			if info, err := cons.Info(ctx); err == nil {
 				pending, acking = info.NumPending, uint64(info.NumAckPending)
 			}
 		}
 		at := time.Now()
-		if err := linkstate.SetPaused(ctx, kv, link, false, ""); err != nil {
-			t.Fatal(err)
+		for _, link := range links {
+			if err := linkstate.SetPaused(ctx, kv, link, false, ""); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return at
 	}

@@ -58,7 +58,7 @@ func TestPacingHoldsTheRateWithOneAndThreeInstances(t *testing.T) {
 				// that the run measures the link's pacing, not how fast the
 				// other stages feed it on this machine (three processes on two
 				// cores pass policy about 1,000 messages a second).
-				resume := pauseUntilQueued(t, js, ps, "l1", sim, n)
+				resume := pauseUntilQueued(t, js, ps, []string{"l1"}, []*smscsim.Server{sim}, n)
 				ids := publishPaced(t, js, fmt.Sprintf("p%dx%d", rate, instances), n)
 				resumed := resume()
 				done := awaitTerminal(log, within, ids)
@@ -168,7 +168,12 @@ func TestAPoolDrainsAtTheSumOfItsLinksAndLosesALinkMidRun(t *testing.T) {
 	_, js := ps[0].connect()
 	log := watchStatuses(t, js)
 
+	// As in the rate test, the pool drains a backlog: the links are paused
+	// while the messages go through policy, so the first phase measures the
+	// links, not how fast policy feeds them while the publish is under way.
+	resume := pauseUntilQueued(t, js, ps, []string{"l1", "l2"}, []*smscsim.Server{sim1, sim2}, n)
 	ids := publishPaced(t, js, "pool", n)
+	resumed := resume()
 	natstest.Eventually(t, 30*time.Second, fmt.Sprintf("want %d submits accepted", downAfter),
 		func() bool { return sim1.Accepted()+sim2.Accepted() >= downAfter })
 	addr2 := sim2.Addr()
@@ -194,8 +199,8 @@ func TestAPoolDrainsAtTheSumOfItsLinksAndLosesALinkMidRun(t *testing.T) {
 	})
 
 	// The three phases, from the SMSCs' own submit times.
-	all := append(append(sim1.Submits(), sim2.Submits()...), back.Submits()...)
-	both := measure(sim2.Submits(), 0) // l2's first life bounds the first phase
+	all := append(append(since(sim1.Submits(), resumed), since(sim2.Submits(), resumed)...), back.Submits()...)
+	both := measure(since(sim2.Submits(), resumed), 0) // l2's first life bounds the first phase
 	first := measure(all, 0).first
 	var up, during, after []smscsim.Submit
 	backAt := measure(back.Submits(), 0).first
