@@ -381,3 +381,13 @@ func SeqKey(stream string, seq uint64) string {
 	binary.BigEndian.PutUint64(b[:], seq)
 	return stream + string(b[:])
 }
+
+// EventCampaign is the campaign to put in m's status events: none when it is
+// too long to be valid, since it is the sender's input and an event must fit
+// a NATS message.
+func (m Message) EventCampaign() string {
+	if len(m.Campaign) > MaxCampaignLen {
+		return ""
+	}
+	return m.Campaign
+}

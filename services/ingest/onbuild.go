@@ -162,7 +162,7 @@ func (a *API) postOnBuild(w http.ResponseWriter, r *http.Request, msgs []envelop
 		}
 		m := msgs[res.Index]
 		ev := status.Event{ID: res.ID, Status: status.Rejected, Reason: res.Rejected, Detail: res.Detail, Stage: "ingest",
-			Campaign: eventCampaign(m.Campaign), CallbackURL: m.CallbackURL}
+			Campaign: m.EventCampaign(), CallbackURL: m.CallbackURL}
 		// Only as the message's first event: the same request sent again
 		// (safe, the API says) must not end a message that an earlier one
 		// queued, and that egress will send whatever its status says.
@@ -204,16 +204,6 @@ func (a *API) latestStatus(r *http.Request, id string) string {
 		return ev.Status + "/" + ev.Reason
 	}
 	return ev.Status
-}
-
-// eventCampaign is the campaign to put in a status event: none when it is
-// too long to be valid, since it is the sender's input and an event must fit
-// a NATS message.
-func eventCampaign(c string) string {
-	if len(c) > envelope.MaxCampaignLen {
-		return ""
-	}
-	return c
 }
 
 // SetRules replaces the rules on_build judges by (after a config reload).

@@ -107,7 +107,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if m.TTL > 0 {
 		m.ExpiresAt = m.AcceptedAt.Add(m.TTL)
 	}
-	accepted := status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: eventCampaign(m.Campaign), At: m.AcceptedAt, CallbackURL: m.CallbackURL}
+	accepted := status.Event{ID: m.ID, Status: status.Accepted, Stage: "policy", Campaign: m.EventCampaign(), At: m.AcceptedAt, CallbackURL: m.CallbackURL}
 	// The common case, a message never seen: "accepted" written on the
 	// condition that the id has no event yet, one round trip. last is then
 	// the sequence of this stage's latest event, so the next one skips its
@@ -213,7 +213,7 @@ func (s *Stage) forward(ctx context.Context, m envelope.Message, data []byte) er
 }
 
 func (s *Stage) reject(ctx context.Context, msg jetstream.Msg, m envelope.Message, last uint64, reason Reason, detail string) consume.Outcome {
-	return s.final(ctx, msg, last, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: clip(detail, maxDetail), Stage: "policy", Campaign: eventCampaign(m.Campaign)}, "rejected")
+	return s.final(ctx, msg, last, status.Event{ID: m.ID, Status: status.Rejected, Reason: reason, Detail: clip(detail, maxDetail), Stage: "policy", Campaign: m.EventCampaign()}, "rejected")
 }
 
 // final publishes a terminal status, then acks; a failed publish is retried.
@@ -227,16 +227,6 @@ func (s *Stage) final(ctx context.Context, msg jetstream.Msg, last uint64, ev st
 		s.m.rejected.WithLabelValues(ev.Reason).Inc()
 	}
 	return consume.Ack()
-}
-
-// eventCampaign is the campaign to put in a status event: none when it is
-// too long to be valid, since it is the sender's input and an event must fit
-// a NATS message.
-func eventCampaign(c string) string {
-	if len(c) > envelope.MaxCampaignLen {
-		return ""
-	}
-	return c
 }
 
 // clip cuts s to at most n bytes on a rune boundary, marking the cut.
