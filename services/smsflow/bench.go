@@ -40,6 +40,7 @@ type benchOptions struct {
 	messages, links, rate, parts, instances, window int
 	receipts, json, pause                           bool
 	natsURL, dataDir, cpuProfile, memProfile        string
+	kind                                            string
 	stall                                           time.Duration
 	rawMessages                                     int
 	sendRate                                        float64
@@ -65,6 +66,7 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.BoolVar(&o.pause, "pause", false, "pause the links, queue every message, report RSS, then resume (memory test)")
 	fs.Float64Var(&o.sendRate, "send-rate", 0, "publish at most this many messages per second (0: as fast as possible, a burst)")
 	fs.IntVar(&o.rawMessages, "raw-messages", 0, "messages of the raw JetStream publish loop (0: min(messages, 50000))")
+	fs.StringVar(&o.kind, "kind", "marketing", "kind of every message: marketing (the pool's bulk lane) or transactional (its priority lane)")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -86,6 +88,8 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 		return o, fmt.Errorf("%w: --send-rate must be ≥ 0", errUsage)
 	case o.window < 1:
 		return o, fmt.Errorf("%w: --window must be at least 1", errUsage)
+	case o.kind != "marketing" && o.kind != "transactional":
+		return o, fmt.Errorf("%w: --kind must be marketing or transactional", errUsage)
 	}
 	if o.rawMessages == 0 {
 		o.rawMessages = min(o.messages, 50000)
@@ -95,11 +99,12 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 
 // BenchResult is what `smsflow bench` measured; --json writes it as is.
 type BenchResult struct {
-	Messages  int  `json:"messages"`
-	Links     int  `json:"links"`
-	Parts     int  `json:"parts"`
-	Instances int  `json:"instances"`
-	Receipts  bool `json:"receipts"`
+	Messages  int    `json:"messages"`
+	Links     int    `json:"links"`
+	Parts     int    `json:"parts"`
+	Instances int    `json:"instances"`
+	Receipts  bool   `json:"receipts"`
+	Kind      string `json:"kind"` // of every message: marketing or transactional
 
 	AcceptedPerSec  float64 `json:"accepted_per_sec"`  // messages into SMS_OUTBOUND per second
 	SubmittedPerSec float64 `json:"submitted_per_sec"` // first accepted → last submitted
@@ -407,7 +412,7 @@ func (b *bench) id(n int) string    { return "bench-" + b.runID + "-" + strconv.
 func benchDest(n int) string        { return fmt.Sprintf("+4206%08d", n) }
 func benchText(n, parts int) string { return benchFill(fmt.Sprintf("bench %d ", n), parts) }
 func (b *bench) envelope(n int) []byte {
-	data, _ := json.Marshal(map[string]string{"id": b.id(n), "to": benchDest(n), "text": benchText(n, b.o.parts), "kind": "transactional"})
+	data, _ := json.Marshal(map[string]string{"id": b.id(n), "to": benchDest(n), "text": benchText(n, b.o.parts), "kind": b.o.kind})
 	return data
 }
 
@@ -512,6 +517,7 @@ func (b *bench) waitDone(ctx context.Context) error {
 func (b *bench) fill(res *BenchResult, cpu float64) {
 	o := b.o
 	res.Messages, res.Links, res.Parts, res.Instances, res.Receipts = o.messages, o.links, o.parts, o.instances, o.receipts
+	res.Kind = o.kind
 	s := b.track.snapshot()
 	res.Statuses = s.final
 	res.Lost = o.messages - s.done
@@ -702,7 +708,7 @@ func printBench(w io.Writer, r BenchResult) {
 		receipts = "on"
 	}
 	fmt.Fprintf(tw, "messages\t%d (%d part(s), %d bytes on sms.outbound)\n", r.Messages, r.Parts, r.MessageBytes)
-	fmt.Fprintf(tw, "links × instances\t%d × %d, receipts %s\n", r.Links, r.Instances, receipts)
+	fmt.Fprintf(tw, "links × instances\t%d × %d, receipts %s, %s\n", r.Links, r.Instances, receipts, r.Kind)
 	fmt.Fprintf(tw, "accepted\t%.0f msg/s\n", r.AcceptedPerSec)
 	fmt.Fprintf(tw, "accepted→submitted\t%.0f msg/s\n", r.SubmittedPerSec)
 	if r.Receipts {

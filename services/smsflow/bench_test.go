@@ -11,19 +11,29 @@ import (
 )
 
 // A small bench through the real pipeline: every message delivered once,
-// the simulator saw each once, and the report adds up.
+// the simulator saw each once, and the report adds up, on both lanes:
+// marketing (the pool's bulk lane) and transactional (its priority lane).
 func TestBenchDeliversEveryMessageAndReportsIt(t *testing.T) {
+	for _, kind := range []string{"marketing", "transactional"} {
+		t.Run(kind, func(t *testing.T) { benchDeliversEveryMessage(t, kind) })
+	}
+}
+
+func benchDeliversEveryMessage(t *testing.T, kind string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	err := benchCommand(ctx, []string{"--messages", "300", "--links", "2", "--rate", "2000", "--parts", "2",
-		"--raw-messages", "500", "--stall", "20s", "--json"}, &out, io.Discard)
+		"--raw-messages", "500", "--stall", "20s", "--json", "--kind", kind}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var r BenchResult
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, out.String())
+	}
+	if r.Kind != kind {
+		t.Errorf("kind %q in the result, want %q", r.Kind, kind)
 	}
 	if r.Lost != 0 || r.DoubleFinal != 0 || r.Duplicates != 0 || r.Statuses["delivered"] != 300 {
 		t.Errorf("lost %d, double final %d, duplicates %d, final statuses %v; want 0, 0, 0, 300 delivered", r.Lost, r.DoubleFinal, r.Duplicates, r.Statuses)
@@ -47,7 +57,7 @@ func TestBenchDeliversEveryMessageAndReportsIt(t *testing.T) {
 }
 
 func TestBenchFlagsAreChecked(t *testing.T) {
-	for _, args := range [][]string{{"--messages", "0"}, {"--parts", "11"}, {"--links", "0"}, {"--send-rate", "-1"}, {"extra"}} {
+	for _, args := range [][]string{{"--messages", "0"}, {"--parts", "11"}, {"--links", "0"}, {"--send-rate", "-1"}, {"--kind", "otp"}, {"extra"}} {
 		if _, err := parseBench(args, io.Discard); err == nil {
 			t.Errorf("parseBench(%q) accepted", args)
 		}
