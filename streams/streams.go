@@ -13,6 +13,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -63,7 +64,6 @@ const (
 	ConsumerPolicy   = "policy"
 	ConsumerReceipts = "receipts"
 
-	ConsumerReceiptTimers   = "receipt-timers"   // on SMS_STATUS: a timeout per submitted message
 	ConsumerReceiptTimeouts = "receipt-timeouts" // on SMS_RECEIPT_TIMERS: the timeouts that fired
 	ConsumerReceiptRechecks = "receipt-rechecks" // on SMS_RECEIPT_TIMERS: parked receipts, due again
 	ConsumerStatus          = "status"
@@ -190,6 +190,12 @@ func decode(name string, v any) error {
 	return nil
 }
 
+// obsoleteConsumers are durable consumers smsflow no longer uses, as
+// {stream, durable}: "receipt-timers" on SMS_STATUS armed receipt timeouts
+// from the submitted events, which egress now arms itself when it records a
+// submit (one consumer of every status event fewer).
+var obsoleteConsumers = [][2]string{{Status, "receipt-timers"}}
+
 // Apply creates or updates every stream, KV and Object Store bucket, and the durable
 // consumers of the policy and receipts stages and of each pool. It is safe to
 // call from every instance at every start.
@@ -222,7 +228,7 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 		}
 	}
 	for _, sc := range [][2]string{{Outbound, ConsumerPolicy}, {DLR, ConsumerReceipts},
-		{Status, ConsumerReceiptTimers}, {ReceiptTimers, ConsumerReceiptTimeouts},
+		{ReceiptTimers, ConsumerReceiptTimeouts},
 		{ReceiptTimers, ConsumerReceiptRechecks}, {Status, ConsumerStatus}, {Status, ConsumerWebhooks},
 		{Inbound, ConsumerOptOut},
 		{WebhookPark, ConsumerWebhooksDue}} {
@@ -232,6 +238,13 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 		}
 		if _, err := js.CreateOrUpdateConsumer(ctx, sc[0], c); err != nil {
 			return fmt.Errorf("consumer %s/%s: %w", sc[0], sc[1], err)
+		}
+	}
+	// Consumers of earlier versions: one left behind would keep its
+	// stream's messages pending for nobody.
+	for _, sc := range obsoleteConsumers {
+		if err := js.DeleteConsumer(ctx, sc[0], sc[1]); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("delete obsolete consumer %s/%s: %w", sc[0], sc[1], err)
 		}
 	}
 	for _, p := range pools {

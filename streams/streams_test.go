@@ -65,7 +65,7 @@ func TestEveryDefinitionIsAcceptedByARealServer(t *testing.T) {
 			t.Errorf("kv %s: %v", b, err)
 		}
 	}
-	for _, sc := range [][2]string{{streams.Status, streams.ConsumerReceiptTimers}, {streams.ReceiptTimers, streams.ConsumerReceiptTimeouts},
+	for _, sc := range [][2]string{{streams.ReceiptTimers, streams.ConsumerReceiptTimeouts},
 		{streams.WebhookPark, streams.ConsumerWebhooksDue}} {
 		if _, err := js.Consumer(ctx, sc[0], sc[1]); err != nil {
 			t.Errorf("consumer %s/%s: %v", sc[0], sc[1], err)
@@ -111,5 +111,25 @@ func TestApplyMakesTheBlacklistBuckets(t *testing.T) {
 	}
 	if _, err := js.ObjectStore(ctx, streams.ObjectBucketBlacklist); err != nil {
 		t.Errorf("object store %s: %v", streams.ObjectBucketBlacklist, err)
+	}
+}
+
+// A consumer an earlier version created and this one no longer reads would
+// keep its stream's messages pending forever: Apply deletes it.
+func TestApplyDeletesTheConsumersOfEarlierVersions(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streams.Apply(ctx, js, []string{"default"}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if _, err := js.CreateConsumer(ctx, streams.Status, jetstream.ConsumerConfig{Durable: "receipt-timers", FilterSubject: "sms.status.>"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.Apply(ctx, js, []string{"default"}); err != nil {
+		t.Fatalf("apply over the old consumer: %v", err)
+	}
+	if _, err := js.Consumer(ctx, streams.Status, "receipt-timers"); err == nil {
+		t.Fatal("the obsolete consumer receipt-timers on SMS_STATUS is still there after Apply")
 	}
 }

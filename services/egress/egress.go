@@ -48,6 +48,10 @@ type Options struct {
 	BackoffMin  time.Duration // first retry delay
 	BackoffMax  time.Duration // retry delay cap
 	Grace       time.Duration // how long in-flight submits may take after shutdown begins
+	// ReceiptTimeout is how long a submitted message waits for its final
+	// receipt before the receipts stage ends it expired (no_receipt): the
+	// timer egress arms at each submit (dlr.ArmTimeout). 48h when 0.
+	ReceiptTimeout time.Duration
 }
 
 // Stage runs the link workers of every configured link.
@@ -78,6 +82,9 @@ func New(js jetstream.JetStream, pub *status.Publisher, links []LinkOptions, opt
 	}
 	if opts.BackoffMax < opts.BackoffMin {
 		opts.BackoffMax = time.Minute
+	}
+	if opts.ReceiptTimeout <= 0 {
+		opts.ReceiptTimeout = 48 * time.Hour
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = 10 * time.Second
@@ -544,16 +551,21 @@ func (s *Stage) send(ctx context.Context, lo LinkOptions, link *smpplink.Link, p
 	return consume.Ack()
 }
 
-// recordSubmitted publishes the submitted status, then stores every part's
-// SMSC id in sms_dlr_index. The order matters: the receipts stage retries a
-// receipt until its index entry exists, so when it finds one the submitted
-// event is already in the history, before the final one.
+// recordSubmitted arms the message's receipt timeout, publishes the
+// submitted status, then stores every part's SMSC id in sms_dlr_index. The
+// order matters: the receipts stage retries a receipt until its index entry
+// exists, so when it finds one the submitted event is already in the
+// history, before the final one, and the timer is there for it to drop.
 func (s *Stage) recordSubmitted(ctx context.Context, lo LinkOptions, m envelope.Message, attempt int, res smpplink.Result) error {
 	ev := status.Event{ID: m.ID, Status: status.Submitted, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name,
-		SMSCID: strings.Join(res.IDs, ","), Parts: len(res.IDs), Attempt: attempt}
+		SMSCID: strings.Join(res.IDs, ","), Parts: len(res.IDs), Attempt: attempt, At: time.Now().UTC()}
 	// Only a record is retried here, never the submit: until ctx (the
-	// shutdown grace) ends, however long NATS is away.
+	// shutdown grace) ends, however long NATS is away. A timer armed again
+	// replaces the first (one schedule per subject).
 	return retry(ctx, 24*time.Hour, func(ctx context.Context) error {
+		if err := dlr.ArmTimeout(ctx, s.js, ev, s.opts.ReceiptTimeout); err != nil {
+			return err
+		}
 		if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 			return err
 		}

@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 		timeouts: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "smsflow", Subsystem: "receipts", Name: "timeouts_total",
-			Help: "Receipt timeouts, by result: scheduled (a submitted message got a timeout), expired (it fired and ended the message expired, reason no_receipt), settled (it fired after the message was already final).",
+			Help: "Receipt timeouts (armed by egress at each submit), by result: dropped (the final receipt came first), drop_failed (could not be dropped; it will fire and settle), expired (it fired and ended the message expired, reason no_receipt), settled (it fired after the message was already final).",
 		}, []string{"result"}),
 		parked: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "smsflow", Subsystem: "receipts", Name: "parked_total",

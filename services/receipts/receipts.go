@@ -122,7 +122,6 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	loops := []loop{
 		{streams.DLR, streams.ConsumerReceipts, s.handle},
-		{streams.Status, streams.ConsumerReceiptTimers, s.handleSubmitted},
 		{streams.ReceiptTimers, streams.ConsumerReceiptTimeouts, s.handleDue},
 		{streams.ReceiptTimers, streams.ConsumerReceiptRechecks, s.handle},
 	}
@@ -228,12 +227,16 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	err = s.pub.Publish(ctx, ev)
 	switch {
 	case errors.Is(err, status.ErrAlreadyFinal):
+		// Final already: by an earlier delivery of this receipt (whose
+		// drop may not have happened) or by its timeout (which fired).
 		s.m.results.WithLabelValues("duplicate").Inc()
+		s.dropTimer(ctx, ev.ID)
 		return consume.Ack()
 	case err != nil:
 		return consume.Retry(consume.Backoff(msg, s.opts.BackoffMin, s.opts.BackoffMax))
 	}
 	s.m.results.WithLabelValues(ev.Status).Inc()
+	s.dropTimer(ctx, ev.ID)
 	return consume.Ack()
 }
 

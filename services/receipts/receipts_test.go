@@ -37,6 +37,9 @@ type harness struct {
 	m     *Metrics
 	terms atomic.Int64 // MSG_TERMINATED advisories of the receipts consumer
 	stop  func()       // stops the running stage
+	// timeout is the running stage's receipt timeout, which egress would
+	// arm with (submitted).
+	timeout time.Duration
 }
 
 // start runs the stage until the test ends; the cleanup cancels it and checks
@@ -71,6 +74,7 @@ func start(t testing.TB, opts Options) *harness {
 
 // run starts a stage (a new instance, as after a restart) with fresh metrics.
 func (h *harness) run(opts Options) {
+	h.timeout = opts.ReceiptTimeout
 	h.m = NewMetrics(prometheus.NewRegistry())
 	s := New(h.js, h.pub, opts, slog.New(slog.DiscardHandler), h.m)
 	h.stop = natstest.Run(h.t, wait, s.Run)

@@ -14,12 +14,17 @@ import (
 	"github.com/smsflow/smsflow/streams"
 )
 
-// submitted publishes the submitted event egress publishes, at time at.
+// submitted does what egress does when it records a submit at time at: it
+// arms the receipt timeout, then publishes the submitted event.
 func (h *harness) submitted(id, smscID string, at time.Time) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if err := h.pub.Publish(ctx, status.Event{ID: id, Status: status.Submitted, Stage: "egress", Link: link, SMSCID: smscID, Parts: 1, At: at}); err != nil {
+	ev := status.Event{ID: id, Status: status.Submitted, Stage: "egress", Link: link, SMSCID: smscID, Parts: 1, At: at}
+	if err := dlr.ArmTimeout(ctx, h.js, ev, h.timeout); err != nil {
+		h.t.Fatalf("arm the receipt timeout of %s: %v", id, err)
+	}
+	if err := h.pub.Publish(ctx, ev); err != nil {
 		h.t.Fatalf("publish submitted %s: %v", id, err)
 	}
 }
@@ -37,7 +42,7 @@ func (h *harness) waitTimeouts(result string, n float64) {
 }
 
 // due reports whether the timer of id has fired and is not yet handled.
-func (h *harness) due(id string) bool { return h.stored(TimerDueSubject(id)) }
+func (h *harness) due(id string) bool { return h.stored(dlr.TimerDueSubject(id)) }
 
 // stored reports whether SMS_RECEIPT_TIMERS holds a message on subject.
 func (h *harness) stored(subject string) bool {
@@ -61,7 +66,6 @@ func TestAMessageWhoseReceiptNeverComesEndsExpiredThenALateReceiptLoses(t *testi
 	const id = "01JMSG000000000000000NORCP"
 	at := time.Now()
 	h.submitted(id, "n1", at)
-	h.waitTimeouts("scheduled", 1)
 	h.waitTimeouts("expired", 1)
 	if d := time.Since(at); d < time.Second {
 		t.Fatalf("expired %v after submit, want no sooner than the receipt timeout (1s)", d)
@@ -73,7 +77,7 @@ func TestAMessageWhoseReceiptNeverComesEndsExpiredThenALateReceiptLoses(t *testi
 	// Nothing is left behind: the schedule is gone once fired, the fired
 	// timeout once handled (SMS_RECEIPT_TIMERS is a work queue).
 	h.until("want the handled timeout removed from SMS_RECEIPT_TIMERS", func() bool { return !h.due(id) })
-	h.until("want the fired schedule removed", func() bool { return !h.stored(TimerWaitSubject(id)) })
+	h.until("want the fired schedule removed", func() bool { return !h.stored(dlr.TimerWaitSubject(id)) })
 	// The receipt turns up after all: the message stays expired.
 	h.indexed("n1", id)
 	h.receipt(dlr.Record{Text: text("n1", "DELIVRD", "000")})
@@ -95,8 +99,7 @@ func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
 	h := start(t, Options{ReceiptTimeout: 2 * time.Second})
 	const id = "01JMSG000000000000000INTME"
 	h.submitted(id, "w1", time.Now())
-	h.waitTimeouts("scheduled", 1) // the timer exists before the receipt comes
-	if !h.stored(TimerWaitSubject(id)) {
+	if !h.stored(dlr.TimerWaitSubject(id)) {
 		t.Fatal("no receipt timer scheduled")
 	}
 	h.indexed("w1", id)
@@ -104,7 +107,7 @@ func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
 	h.waitCount(status.Delivered, 1)
 	// The receipt settled it: the timer is dropped, not left to fire.
 	h.waitTimeouts("dropped", 1)
-	if h.stored(TimerWaitSubject(id)) {
+	if h.stored(dlr.TimerWaitSubject(id)) {
 		t.Fatal("the settled message's receipt timer is still scheduled")
 	}
 	time.Sleep(3 * time.Second) // past the 2 s timeout: nothing fires
@@ -118,7 +121,10 @@ func TestAReceiptBeforeTheTimeoutWinsAndTheTimeoutIsSettled(t *testing.T) {
 	}
 }
 
-func TestAMessageAlreadyFinalGetsNoTimer(t *testing.T) {
+// A timeout that fires for a message already final changes nothing and is
+// counted settled; one whose time passed while the stage was down is due at
+// once when it comes back.
+func TestATimeoutOfAFinalMessageSettlesAndALateOneIsDueAtOnce(t *testing.T) {
 	t.Parallel() // mostly waiting for timers to fire
 	h := start(t, Options{ReceiptTimeout: time.Second})
 	h.stop()
@@ -132,23 +138,21 @@ func TestAMessageAlreadyFinalGetsNoTimer(t *testing.T) {
 	// A message not final, whose timeout passed while the stage was down: due at once.
 	const late = "01JMSG000000000000000LATER"
 	h.submitted(late, "f2", time.Now().Add(-time.Hour))
+	if !h.due(late) {
+		t.Fatal("a timeout already past was not due at once")
+	}
 	h.run(Options{ReceiptTimeout: time.Second})
 	h.waitTimeouts("expired", 1)
-	h.waitTimeouts("scheduled", 1) // the late one, due at once; none for the final one
-	h.until("want the status consumer drained", func() bool {
-		c, err := h.js.Consumer(ctx, streams.Status, streams.ConsumerReceiptTimers)
-		if err != nil {
-			return false
-		}
-		i, err := c.Info(ctx)
-		return err == nil && i.NumPending == 0 && i.NumAckPending == 0
-	})
+	h.waitTimeouts("settled", 1)
 	if ev := h.onlyTerminal(late); ev.Status != status.Expired || ev.Reason != ReasonNoReceipt {
 		t.Fatalf("late message = %+v, want expired no_receipt", ev)
 	}
-	if h.due(id) || h.stored(TimerWaitSubject(id)) {
-		t.Fatal("a final message got a receipt timer")
+	if ev := h.onlyTerminal(id); ev.Status != status.Delivered {
+		t.Fatalf("final message = %+v, want delivered to stay", ev)
 	}
+	h.until("want both timers handled and gone", func() bool {
+		return !h.due(id) && !h.due(late) && !h.stored(dlr.TimerWaitSubject(id))
+	})
 }
 
 // The timer lives in the server: a stage that is down when it fires finds it
@@ -158,7 +162,6 @@ func TestAReceiptTimeoutSurvivesARestartOfTheStage(t *testing.T) {
 	h := start(t, Options{ReceiptTimeout: time.Second})
 	const id = "01JMSG000000000000000RSTRT"
 	h.submitted(id, "s1", time.Now())
-	h.waitTimeouts("scheduled", 1)
 	h.stop()
 	h.until("want the timer to fire while the stage is down", func() bool { return h.due(id) })
 	if evs := h.history(id); len(evs) != 1 {

@@ -244,6 +244,7 @@ func runWith(ctx context.Context, cfg config.Config, stages map[string]bool, log
 		eg = egress.New(b.JS, pub, los, egress.Options{
 			MaxAttempts: cfg.Egress.MaxAttempts, BackoffMin: cfg.Egress.BackoffMin,
 			BackoffMax: cfg.Egress.BackoffMax, Grace: cfg.Egress.ShutdownGrace,
+			ReceiptTimeout: cfg.Receipts.ReceiptTimeout,
 		}, log.With("stage", "egress"), egress.NewMetrics(reg))
 		g.Go(func() error { return eg.Run(gctx) })
 	}
