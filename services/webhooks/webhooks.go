@@ -101,10 +101,16 @@ type Stage struct {
 	now    func() time.Time // the stage's clock: ages and backoffs
 	wall   func() time.Time // the server's clock: when a parked event is due
 
+	urls *urlCache // callback_url of recently accepted messages
+
 	mu    sync.Mutex
 	busy  map[string]bool // message ids being delivered here
 	hosts map[string]*host
 }
+
+// urlCacheSize bounds urlCache: some seconds' worth of messages at
+// thousands a second, a few MB.
+const urlCacheSize = 1 << 16
 
 // host is what the stage knows of one destination.
 type host struct {
@@ -139,7 +145,8 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: opts.PerHost, IdleConnTimeout: 90 * time.Second},
 	}
-	return &Stage{js: js, pub: pub, cli: cli, opts: opts, log: log, m: m, now: time.Now, wall: time.Now, busy: map[string]bool{}, hosts: map[string]*host{}}
+	return &Stage{js: js, pub: pub, cli: cli, opts: opts, log: log, m: m, now: time.Now, wall: time.Now, busy: map[string]bool{}, hosts: map[string]*host{},
+		urls: newURLCache(urlCacheSize)}
 }
 
 // Run consumes until ctx is done, then finishes the requests in hand. It
@@ -253,12 +260,18 @@ func (s *Stage) deliver(ctx context.Context, msg jetstream.Msg, e event) consume
 // event, else on its first event), else the default; nil for nowhere.
 func (s *Stage) destination(ctx context.Context, ev status.Event) (*url.URL, error) {
 	raw := ev.CallbackURL
+	if ev.Status == status.Accepted {
+		s.urls.put(ev.ID, raw) // a message's first event: its callback_url, or none
+	}
 	if raw == "" {
-		first, err := s.pub.First(ctx, ev.ID)
-		if err != nil && !errors.Is(err, status.ErrNotFound) {
-			return nil, err
+		var known bool
+		if raw, known = s.urls.get(ev.ID); !known {
+			first, err := s.pub.First(ctx, ev.ID)
+			if err != nil && !errors.Is(err, status.ErrNotFound) {
+				return nil, err
+			}
+			raw = first.CallbackURL
 		}
-		raw = first.CallbackURL
 	}
 	if raw == "" {
 		raw = s.opts.DefaultURL
