@@ -44,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/smsflow/smsflow/pkg/consume"
+	"github.com/smsflow/smsflow/pkg/recent"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/streams"
 )
@@ -75,7 +76,17 @@ type Stage struct {
 	now   func() time.Time
 
 	resendWithin time.Duration // counter adds older than this are not sent again
+
+	// written holds the entries this instance wrote and counted lately, by
+	// message id: a message's next event (seconds later, mostly here) then
+	// needs no read, and the entry it replaces no second count. A stale one
+	// (another instance wrote since) fails the compare-and-set and is read.
+	written *recent.Map[string, entry]
 }
+
+// writtenSize bounds Stage.written: some seconds of events at thousands of
+// messages a second.
+const writtenSize = 1 << 14
 
 // New makes the stage.
 func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.Logger, m *Metrics) *Stage {
@@ -88,7 +99,8 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 	if opts.BackoffMax < opts.BackoffMin {
 		opts.BackoffMax = 5 * time.Second
 	}
-	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, seed: maphash.MakeSeed(), now: time.Now}
+	return &Stage{js: js, pub: pub, opts: opts, log: log, m: m, seed: maphash.MakeSeed(), now: time.Now,
+		written: recent.New[string, entry](writtenSize)}
 }
 
 // Run consumes until ctx is done, then finishes the events in hand. It
@@ -165,6 +177,7 @@ type entry struct {
 	from    string
 	ev      status.Event
 	written time.Time
+	counted bool // by this instance: its adds need not be sent again
 }
 
 // recent reports whether e was written recently enough that its counter adds
@@ -205,15 +218,18 @@ const casAttempts = 8
 // are sent again, and dropped as duplicates if they had landed).
 func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string, error) {
 	for range casAttempts {
-		cur, err := s.read(ctx, ev.ID)
-		if err != nil {
-			return "", err
+		cur, ok := s.written.Get(ev.ID)
+		if !ok {
+			var err error
+			if cur, err = s.read(ctx, ev.ID); err != nil {
+				return "", err
+			}
 		}
 		switch {
 		case cur.seq > seq:
 			return "stale", nil
 		case cur.seq == seq && cur.seq != 0:
-			if !s.recent(cur) {
+			if cur.counted || !s.recent(cur) {
 				return "replayed", nil
 			}
 			return "replayed", s.count(ctx, cur)
@@ -243,22 +259,31 @@ func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string,
 		if next.from != "" {
 			m.Header.Set(HeaderFrom, next.from)
 		}
-		_, err = s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(cur.rev))
+		ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(cur.rev))
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			s.written.Delete(ev.ID)
 			continue // another instance wrote it: look again
 		}
 		if err != nil {
+			s.written.Delete(ev.ID)
 			return "", fmt.Errorf("write sms_status %s: %w", ev.ID, err)
 		}
 		// The entry replaced may be one whose writer died before counting.
-		if cur.seq != 0 && s.recent(cur) {
+		if cur.seq != 0 && !cur.counted && s.recent(cur) {
 			if err := s.count(ctx, cur); err != nil {
+				s.written.Delete(ev.ID)
 				return "", err
 			}
 		}
-		return "indexed", s.count(ctx, next)
+		if err := s.count(ctx, next); err != nil {
+			s.written.Delete(ev.ID)
+			return "", err
+		}
+		next.rev, next.written, next.counted = ack.Sequence, s.now(), true
+		s.written.Put(ev.ID, next)
+		return "indexed", nil
 	}
 	return "", fmt.Errorf("write sms_status %s: lost the compare-and-set %d times", ev.ID, casAttempts)
 }

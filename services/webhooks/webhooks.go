@@ -50,6 +50,7 @@ import (
 
 	"github.com/smsflow/smsflow/config"
 	"github.com/smsflow/smsflow/pkg/consume"
+	"github.com/smsflow/smsflow/pkg/recent"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/streams"
 )
@@ -101,14 +102,14 @@ type Stage struct {
 	now    func() time.Time // the stage's clock: ages and backoffs
 	wall   func() time.Time // the server's clock: when a parked event is due
 
-	urls *urlCache // callback_url of recently accepted messages
+	urls *recent.Map[string, string] // callback_url of recently accepted messages (see destination)
 
 	mu    sync.Mutex
 	busy  map[string]bool // message ids being delivered here
 	hosts map[string]*host
 }
 
-// urlCacheSize bounds urlCache: some seconds' worth of messages at
+// urlCacheSize bounds Stage.urls: some seconds' worth of messages at
 // thousands a second, a few MB.
 const urlCacheSize = 1 << 16
 
@@ -146,7 +147,7 @@ func New(js jetstream.JetStream, pub *status.Publisher, opts Options, log *slog.
 		Transport:     &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: opts.PerHost, IdleConnTimeout: 90 * time.Second},
 	}
 	return &Stage{js: js, pub: pub, cli: cli, opts: opts, log: log, m: m, now: time.Now, wall: time.Now, busy: map[string]bool{}, hosts: map[string]*host{},
-		urls: newURLCache(urlCacheSize)}
+		urls: recent.New[string, string](urlCacheSize)}
 }
 
 // Run consumes until ctx is done, then finishes the requests in hand. It
@@ -259,13 +260,18 @@ func (s *Stage) deliver(ctx context.Context, msg jetstream.Msg, e event) consume
 // destination is where a message's statuses go: its callback_url (on the
 // event, else on its first event), else the default; nil for nowhere.
 func (s *Stage) destination(ctx context.Context, ev status.Event) (*url.URL, error) {
+	// An accepted event is a message's first and carries its
+	// callback_url (empty: none), so what it says is the answer for the
+	// message's later events (three or more), which would otherwise read the
+	// first event back. A miss (the accepted event went to another
+	// instance, or was forgotten) reads it.
 	raw := ev.CallbackURL
 	if ev.Status == status.Accepted {
-		s.urls.put(ev.ID, raw) // a message's first event: its callback_url, or none
+		s.urls.Put(ev.ID, raw)
 	}
 	if raw == "" {
 		var known bool
-		if raw, known = s.urls.get(ev.ID); !known {
+		if raw, known = s.urls.Get(ev.ID); !known {
 			first, err := s.pub.First(ctx, ev.ID)
 			if err != nil && !errors.Is(err, status.ErrNotFound) {
 				return nil, err
