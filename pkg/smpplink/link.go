@@ -47,7 +47,7 @@ type Config struct {
 	Window       int           // in-flight submits; 1 when 0
 	RespTimeout  time.Duration // submit_sm_resp timeout; 5s when 0
 	BindInterval time.Duration // wait between bind attempts; 1s when 0
-	EnquireLink  time.Duration // enquire_link interval; 10s when 0 (go-smpp's minimum)
+	EnquireLink  time.Duration // enquire_link interval; 10s when 0 (the minimum)
 	// Sessions is how many binds the link keeps (each with its own Window of
 	// submits in flight), where the SMSC allows several; 1 when 0.
 	Sessions int
@@ -169,7 +169,7 @@ const (
 )
 
 // errSessionLost is the bind error recorded when Submit finds the session
-// dead before go-smpp reported it.
+// dead before its status said so.
 var errSessionLost = errors.New("smpp session lost")
 
 // newConn makes a fresh, unbound session for slot s: a transceiver (trx), or
@@ -249,9 +249,9 @@ func (l *Link) run(s *slot, c *session, status <-chan smpp.ConnStatus) (up, stop
 			return up, false
 		case <-l.stop:
 			if !heard {
-				// Close before go-smpp's first status would let a dial that
-				// succeeds later bind a session nobody closes. Wait for it,
-				// boundedly (a dial to a dead host has no timeout).
+				// Close before the session's first status: wait for it,
+				// boundedly (a dial to a dead host has no timeout), so its
+				// goroutine is done with the connection before Close.
 				t := time.NewTimer(firstStatusWait)
 				defer t.Stop()
 				select {

@@ -133,7 +133,7 @@ func TestTheWindowQueuesSubmitsInsteadOfFailingThem(t *testing.T) {
 	cfg.Window = 2
 	l := open(t, cfg, nil)
 	start := time.Now()
-	submitAll(t, l, 6) // ErrMaxWindowSize would mean go-smpp's window was hit
+	submitAll(t, l, 6) // a failure would mean a full window failed a submit
 	took := time.Since(start)
 	if sim.Accepted() != 6 {
 		t.Fatalf("simulator accepted %d, want 6", sim.Accepted())
