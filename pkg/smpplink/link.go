@@ -79,7 +79,10 @@ type Deliver func(p pdu.Body) error
 
 // DeliverQueue is how many deliver_sm a bind holds for Deliver when
 // Config.DeliverQueue is 0. Beyond them a deliver_sm is answered
-// ESME_RX_T_APPN at once (see session.serve).
+// ESME_RX_T_APPN at once (see session.serve). An SMSC sends only a window
+// of deliver_sm unanswered (tens, commonly), so the queue fills only with
+// one that sends without a window, as the simulator does, while the store
+// is down; each held PDU costs a few KB.
 const DeliverQueue = 1024
 
 // Link is an SMPP link of Sessions binds (two each in tx_rx mode), each
