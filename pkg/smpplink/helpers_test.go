@@ -31,10 +31,16 @@ func config(addr string) smpplink.Config {
 // open opens a link, closes it when the test ends, and waits until it is bound.
 func open(t *testing.T, cfg smpplink.Config, log *slog.Logger) *smpplink.Link {
 	t.Helper()
+	return openDeliver(t, cfg, nil, log)
+}
+
+// openDeliver is open with a deliver_sm handler.
+func openDeliver(t *testing.T, cfg smpplink.Config, deliver smpplink.Deliver, log *slog.Logger) *smpplink.Link {
+	t.Helper()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := smpplink.Open(cfg, nil, log)
+	l := smpplink.Open(cfg, deliver, log)
 	t.Cleanup(func() { _ = l.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()

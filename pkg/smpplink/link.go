@@ -1,5 +1,5 @@
 // Package smpplink is one SMPP link to an SMSC: one or more sessions, each a
-// go-smpp transceiver, or a transmitter and a receiver, over TCP or TLS, with
+// transceiver, or a transmitter and a receiver, over TCP or TLS, with
 // a window of in-flight submits per session, a configured response timeout,
 // bind state, texts encoded (GSM 03.38 or UCS-2) and split (UDH or SAR), and
 // submit errors classified once, where SMPP meets the pipeline.
@@ -26,27 +26,14 @@ import (
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 )
 
-// binder is one go-smpp client (or the link's own receiver): Bind starts it
-// and reports its connection status until Close ends it.
-type binder interface {
-	Bind() <-chan smpp.ConnStatus
-	Close() error
-}
-
-// submitter is a binder that can submit: a transceiver or a transmitter.
-type submitter interface {
-	binder
-	Submit(*smpp.ShortMessage) (*smpp.ShortMessage, error)
-}
-
 // slot is one bind of the link, kept bound by its own supervisor: a
 // transceiver or transmitter with its own window, or a receiver (tx_rx).
 type slot struct {
 	n      int           // 1-based, in logs
 	rx     bool          // a receiver: deliver_sm only, never submitted on
 	window chan struct{} // submits in flight on this bind; nil for a receiver
-	lost   chan binder   // a session Submit found dead (see reportLost)
-	conn   binder        // the bound session; nil while unbound (guarded by Link.mu)
+	lost   chan *session // a session Submit found dead (see reportLost)
+	conn   *session      // the bound session; nil while unbound (guarded by Link.mu)
 }
 
 // Config is what a link needs to bind. Password is the plain secret: the
@@ -60,7 +47,7 @@ type Config struct {
 	Window       int           // in-flight submits; 1 when 0
 	RespTimeout  time.Duration // submit_sm_resp timeout; 5s when 0
 	BindInterval time.Duration // wait between bind attempts; 1s when 0
-	EnquireLink  time.Duration // enquire_link interval; 10s when 0 (go-smpp's minimum)
+	EnquireLink  time.Duration // enquire_link interval; 10s when 0 (the minimum)
 	// Sessions is how many binds the link keeps (each with its own Window of
 	// submits in flight), where the SMSC allows several; 1 when 0.
 	Sessions int
@@ -69,6 +56,9 @@ type Config struct {
 	BindMode BindMode
 	TLS      *tls.Config // nil: plain TCP
 	Split    Split       // how long messages are tied together; SplitUDH when ""
+	// DeliverQueue is how many deliver_sm a bind holds while Deliver is
+	// storing an earlier one; DeliverQueue when 0.
+	DeliverQueue int
 }
 
 // BindMode is how a session binds.
@@ -79,22 +69,30 @@ const (
 	BindTXRX BindMode = "tx_rx" // bind_transmitter + bind_receiver: two connections per session
 )
 
-// Deliver receives each deliver_sm of the link. It runs on the link's read
-// loop and go-smpp sends the deliver_sm_resp when it returns: store the PDU
-// durably before returning ("stored before acknowledged"), and keep it short,
-// since every submit_sm_resp of the link waits behind it.
-type Deliver func(p pdu.Body)
+// Deliver receives each deliver_sm of the link, one at a time per bind, in
+// the order they came. It runs apart from the link's read loop (submits do
+// not wait for it), and the deliver_sm_resp goes out when it returns: it
+// stores the PDU durably before returning nil ("stored before
+// acknowledged"). An error means not stored: the SMSC is answered
+// ESME_RX_T_APPN (temporary error) and sends it again later.
+type Deliver func(p pdu.Body) error
+
+// DeliverQueue is how many deliver_sm a bind holds for Deliver when
+// Config.DeliverQueue is 0. Beyond them a deliver_sm is answered
+// ESME_RX_T_APPN at once (see session.serve). An SMSC sends only a window
+// of deliver_sm unanswered (tens, commonly), so the queue fills only with
+// one that sends without a window, as the simulator does, while the store
+// is down; a decoded receipt takes at most ~3 KB, so a full queue ~3 MB.
+const DeliverQueue = 1024
 
 // Link is an SMPP link of Sessions binds (two each in tx_rx mode), each
 // bound (or binding) on its own. Safe for concurrent use. A submit goes to
 // the bound session with the fewest in flight.
 //
-// Every bind reconnects by itself, but not with go-smpp's reconnect: in the
-// pinned version, client.Bind replaces its inbox channel on each reconnect
-// while the previous session's reader may still read it (a data race). So
-// go-smpp's own retry is parked (BindInterval of a day) and, on any status
-// other than Connected, the link closes that transceiver, waits for its
-// connection loop to end, and binds a fresh one after a backoff with jitter.
+// Every bind reconnects by itself: on any status other than Connected, the
+// link closes that session, waits for its goroutines to end, and binds a
+// fresh one after a backoff with jitter. The sessions are the link's own
+// (session.go), on go-smpp's PDU codec and connection.
 type Link struct {
 	cfg     Config
 	deliver Deliver
@@ -133,6 +131,9 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 	if cfg.Split == "" {
 		cfg.Split = SplitUDH
 	}
+	if cfg.DeliverQueue <= 0 {
+		cfg.DeliverQueue = DeliverQueue
+	}
 	l := &Link{
 		cfg:     cfg,
 		deliver: deliver,
@@ -145,9 +146,9 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 	}
 	l.ref.Store(rand.Uint32())
 	for i := range cfg.Sessions {
-		l.slots = append(l.slots, &slot{n: i + 1, window: make(chan struct{}, cfg.Window), lost: make(chan binder, 1)})
+		l.slots = append(l.slots, &slot{n: i + 1, window: make(chan struct{}, cfg.Window), lost: make(chan *session, 1)})
 		if cfg.BindMode == BindTXRX {
-			l.slots = append(l.slots, &slot{n: i + 1, rx: true, lost: make(chan binder, 1)})
+			l.slots = append(l.slots, &slot{n: i + 1, rx: true, lost: make(chan *session, 1)})
 		}
 	}
 	var wg sync.WaitGroup
@@ -162,49 +163,40 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 // Window is how many submits the link takes in flight: Window per session.
 func (l *Link) Window() int { return cap(l.window) }
 
-// parked is go-smpp's own retry interval: long enough never to fire, since
-// the supervisor replaces a session that is not bound.
-const parked = 24 * time.Hour
-
-// Bounds on waiting for go-smpp: its first status after Bind (a dial to a
-// dead host has no timeout of its own), and the end of its connection loop
-// after Close.
+// Bounds on waiting for a session: its first status after Bind (a dial to a
+// dead host has no timeout of its own), and the end of its goroutines after
+// Close.
 const (
 	firstStatusWait = 2 * time.Second
 	loopEndWait     = time.Second
 )
 
 // errSessionLost is the bind error recorded when Submit finds the session
-// dead before go-smpp reported it.
+// dead before its status said so.
 var errSessionLost = errors.New("smpp session lost")
 
-// newConn makes a fresh, unbound client for slot s.
-//
-// The pinned go-smpp fails a submit at once with ErrMaxWindowSize when its
-// window is full; the window channels of Link wait instead, so go-smpp's own
-// window stays off (0). Its response timeout (1s by default) is the link's.
-func (l *Link) newConn(s *slot) binder {
-	handler := func(p pdu.Body) {
-		if p.Header().ID == pdu.DeliverSMID && l.deliver != nil {
-			l.deliver(p)
-		}
-	}
+// newConn makes a fresh, unbound session for slot s: a transceiver (trx), or
+// a transmitter or a receiver (tx_rx).
+func (l *Link) newConn(s *slot) *session {
+	c := &session{addr: l.cfg.Addr, tls: l.cfg.TLS, user: l.cfg.SystemID, passwd: l.cfg.Password,
+		systemType: l.cfg.SystemType, enquireLink: l.cfg.EnquireLink, respTimeout: l.cfg.RespTimeout,
+		queue: l.cfg.DeliverQueue}
 	switch {
 	case s.rx:
-		// go-smpp's Receiver sends deliver_sm_resp before its handler runs,
-		// which would acknowledge a receipt not yet stored: the link has its
-		// own receiver.
-		return &receiver{addr: l.cfg.Addr, tls: l.cfg.TLS, user: l.cfg.SystemID, passwd: l.cfg.Password,
-			systemType: l.cfg.SystemType, enquireLink: l.cfg.EnquireLink, handler: handler}
+		c.kind = bindRX
 	case l.cfg.BindMode == BindTXRX:
-		return &smpp.Transmitter{Addr: l.cfg.Addr, User: l.cfg.SystemID, Passwd: l.cfg.Password,
-			SystemType: l.cfg.SystemType, EnquireLink: l.cfg.EnquireLink, TLS: l.cfg.TLS,
-			RespTimeout: l.cfg.RespTimeout, BindInterval: parked}
+		c.kind = bindTX
+		return c // no deliver_sm on a transmitter
 	default:
-		return &smpp.Transceiver{Addr: l.cfg.Addr, User: l.cfg.SystemID, Passwd: l.cfg.Password,
-			SystemType: l.cfg.SystemType, EnquireLink: l.cfg.EnquireLink, TLS: l.cfg.TLS,
-			RespTimeout: l.cfg.RespTimeout, BindInterval: parked, Handler: handler}
+		c.kind = bindTRX
 	}
+	c.handler = func(p pdu.Body) error {
+		if l.deliver == nil {
+			return nil
+		}
+		return l.deliver(p)
+	}
+	return c
 }
 
 // supervise keeps slot s bound until Close.
@@ -215,7 +207,7 @@ func (l *Link) supervise(s *slot) {
 		status := c.Bind()
 		up, stopped := l.run(s, c, status)
 		l.setSession(s, nil, nil)
-		_ = c.Close() // unbind (bounded by go-smpp to 1s) and stop its loops
+		_ = c.Close() // unbind and stop its loops
 		l.awaitEnd(status)
 		if stopped {
 			return
@@ -232,7 +224,7 @@ func (l *Link) supervise(s *slot) {
 
 // run follows one session until it is no longer bound or Close is called.
 // up reports whether it was ever bound; stopped, whether Close ended it.
-func (l *Link) run(s *slot, c binder, status <-chan smpp.ConnStatus) (up, stopped bool) {
+func (l *Link) run(s *slot, c *session, status <-chan smpp.ConnStatus) (up, stopped bool) {
 	heard := false
 	for {
 		select {
@@ -254,17 +246,15 @@ func (l *Link) run(s *slot, c binder, status <-chan smpp.ConnStatus) (up, stoppe
 			if dead != c {
 				continue // a report about an earlier session
 			}
-			// go-smpp sends its statuses without blocking into a channel of
-			// one: a Disconnected right after Connected can be dropped,
-			// which would leave this session "bound" for ever.
+			// A Submit saw the connection gone before its status came.
 			l.setSession(s, nil, errSessionLost)
 			l.log.Warn("smpp not bound", "state", "lost", "err", errSessionLost, "session", s.n)
 			return up, false
 		case <-l.stop:
 			if !heard {
-				// Close before go-smpp's first status would let a dial that
-				// succeeds later bind a session nobody closes. Wait for it,
-				// boundedly (a dial to a dead host has no timeout).
+				// Close before the session's first status: wait for it,
+				// boundedly (a dial to a dead host has no timeout), so its
+				// goroutine is done with the connection before Close.
 				t := time.NewTimer(firstStatusWait)
 				defer t.Stop()
 				select {
@@ -277,9 +267,9 @@ func (l *Link) run(s *slot, c binder, status <-chan smpp.ConnStatus) (up, stoppe
 	}
 }
 
-// awaitEnd waits (bounded) until go-smpp closes the status channel, which it
-// does when its connection loop has ended, so a session's goroutines are gone
-// before the next one starts or Close returns.
+// awaitEnd waits (bounded) until the session closes its status channel, which
+// it does when its goroutines have ended (a store in progress included), so
+// they are gone before the next one starts or Close returns.
 func (l *Link) awaitEnd(status <-chan smpp.ConnStatus) {
 	t := time.NewTimer(loopEndWait)
 	defer t.Stop()
@@ -290,14 +280,14 @@ func (l *Link) awaitEnd(status <-chan smpp.ConnStatus) {
 				return
 			}
 		case <-t.C:
-			l.log.Debug("go-smpp connection loop still running after close")
+			l.log.Debug("smpp session still storing a deliver_sm after close")
 			return
 		}
 	}
 }
 
 // reportLost tells the supervisor of s that a submit on c found no connection.
-func (l *Link) reportLost(s *slot, c binder) {
+func (l *Link) reportLost(s *slot, c *session) {
 	select {
 	case s.lost <- c:
 	default:
@@ -323,9 +313,8 @@ func (l *Link) wait(d time.Duration) bool {
 }
 
 // setSession makes c the bound session of s (nil: unbound) and records err.
-// Submit sees a session only once go-smpp reported it Connected, which is
-// after its Bind has set its fields.
-func (l *Link) setSession(s *slot, c binder, err error) {
+// Submit sees a session only once it reported Connected.
+func (l *Link) setSession(s *slot, c *session, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -345,7 +334,7 @@ func (l *Link) setSession(s *slot, c binder, err error) {
 
 // session picks the bound submitting session with the fewest submits in
 // flight, nil when none is bound.
-func (l *Link) session() (*slot, submitter) {
+func (l *Link) session() (*slot, *session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var best *slot
@@ -360,7 +349,7 @@ func (l *Link) session() (*slot, submitter) {
 	if best == nil {
 		return nil, nil
 	}
-	return best, best.conn.(submitter)
+	return best, best.conn
 }
 
 // Bound reports whether the link is bound now: some session can submit.
@@ -469,11 +458,11 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 		}
 	}
 	if single {
-		r, err := tx.Submit(short(codec, 0, nil))
+		id, err := tx.Submit(short(codec, 0, nil))
 		if err != nil {
 			return Result{}, l.failOn(s, tx, err)
 		}
-		return Result{IDs: []string{r.RespID()}}, nil
+		return Result{IDs: []string{id}}, nil
 	}
 	// The UDH reference has 8 bits: a random one would repeat within a few
 	// dozen long messages to one handset, which would then merge them.
@@ -490,14 +479,14 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 				return Result{}, se
 			}
 		}
-		r, err := tx.Submit(short(p, p.esm, p.tlv))
+		id, err := tx.Submit(short(p, p.esm, p.tlv))
 		if err != nil {
 			// The parts already accepted stay sent: a retry sends them again.
 			se := l.failOn(s, tx, err)
 			se.Sent = len(ids)
 			return Result{}, se
 		}
-		ids = append(ids, r.RespID())
+		ids = append(ids, id)
 	}
 	return Result{IDs: ids}, nil
 }
@@ -505,9 +494,9 @@ func (l *Link) Submit(ctx context.Context, m Short) (Result, error) {
 // ErrTooLong is the error of a text that needs more than 255 parts.
 var ErrTooLong = errors.New("smpplink: text needs more than 255 parts")
 
-// failOn is fail for an error of session c of s; ErrNotConnected means
-// go-smpp has no connection there any more, which the supervisor must hear of.
-func (l *Link) failOn(s *slot, c binder, err error) *SubmitError {
+// failOn is fail for an error of session c of s; ErrNotConnected means c
+// has no connection any more, which the supervisor must hear of.
+func (l *Link) failOn(s *slot, c *session, err error) *SubmitError {
 	if errors.Is(err, smpp.ErrNotConnected) {
 		l.reportLost(s, c)
 	}
@@ -543,13 +532,9 @@ func (l *Link) isClosing() bool {
 
 // Close refuses new submits, waits for those in flight (at most RespTimeout
 // and a second), unbinds and stops reconnecting. It is idempotent; it returns
-// within RespTimeout + 6s, at once when nothing is in flight.
-//
-// Waiting for the window matters beyond not losing responses: go-smpp's
-// Close stops its PDU reader while the connection loop may still be pushing
-// PDUs to it, and a PDU read then blocks that loop for ever (a leaked
-// goroutine). With no submit_sm_resp due, only a deliver_sm arriving during
-// the unbind can still do that.
+// within RespTimeout + 6s, at once when nothing is in flight. deliver_sm
+// queued but not yet stored are never answered: the SMSC sends them again
+// on the next bind.
 func (l *Link) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.closing)

@@ -75,12 +75,13 @@ func TestTransmitterAndReceiverPairsSubmitAndReceiveOnSeparateBinds(t *testing.T
 	var mu sync.Mutex
 	var got []pdu.Body
 	var entered atomic.Int32
-	deliver := func(p pdu.Body) {
+	deliver := func(p pdu.Body) error {
 		entered.Add(1)
 		<-release
 		mu.Lock()
 		got = append(got, p)
 		mu.Unlock()
+		return nil
 	}
 	l := smpplink.Open(cfg, deliver, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = l.Close() })
@@ -93,7 +94,7 @@ func TestTransmitterAndReceiverPairsSubmitAndReceiveOnSeparateBinds(t *testing.T
 			t.Fatalf("submit: %v", err)
 		}
 	}
-	// Each receiver's read loop is now held in the handler with a receipt.
+	// Each receiver's store is now held in the handler with a receipt.
 	natstest.Eventually(t, wait, "want a receipt in the blocked handler", func() bool { return entered.Load() > 0 })
 	time.Sleep(100 * time.Millisecond) // room for a wrong early deliver_sm_resp to reach the SMSC
 	if n := sim.ReceiptsAcked(); n != 0 {
@@ -162,7 +163,7 @@ func TestTxRxSessionsRebindAndCloseLeavingNoGoroutines(t *testing.T) {
 	sim := smscsim.NewServer(t, creds(smscsim.Options{NoReceipts: true}))
 	cfg := config(sim.Addr())
 	cfg.BindMode, cfg.Sessions = smpplink.BindTXRX, 2
-	l := smpplink.Open(cfg, func(pdu.Body) {}, slog.New(slog.DiscardHandler))
+	l := smpplink.Open(cfg, func(pdu.Body) error { return nil }, slog.New(slog.DiscardHandler))
 	allUp := func() bool { up, want := l.Binds(); return up == 4 && want == 4 && sim.Binds() == 4 }
 	natstest.Eventually(t, wait, "want 4 binds", allUp)
 	sim.DropConnections()

@@ -21,13 +21,13 @@ import (
 // intermediate notification. All of those are receipts; 0 is an MO message.
 const esmTypeMask = 0x3C
 
-// deliverFunc returns the link's deliver_sm handler. It runs on go-smpp's
-// read loop and the deliver_sm_resp goes out when it returns, so it stores
-// the PDU in JetStream first: one publish, retried while it fails, until it
-// lands or the link is closing. A slow store stalls the link's
-// submit_sm_resps, which is the right thing while NATS is unreachable.
-func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logger) func(p pdu.Body) {
-	return func(p pdu.Body) {
+// deliverFunc returns the link's deliver_sm handler. The deliver_sm_resp
+// goes out when it returns, so it stores the PDU in JetStream first: one
+// publish, retried while it fails, until it lands or the link is closing.
+// It runs apart from the link's read loop, so a slow store holds only the
+// deliver_sm behind it, not the link's submit_sm_resps.
+func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logger) smpplink.Deliver {
+	return func(p pdu.Body) error {
 		now := time.Now().UTC()
 		rec := record(link, p, now)
 		subject, stored := "sms.dlr."+link, s.m.receipts
@@ -38,7 +38,7 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 		data, err := json.Marshal(v)
 		if err != nil {
 			log.Error("cannot encode deliver_sm", "err", err)
-			return
+			return nil // the same PDU again would fail the same way
 		}
 		msg := &nats.Msg{Subject: subject, Data: data}
 		for attempt := 1; ; attempt++ {
@@ -47,16 +47,15 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 			cancel()
 			if err == nil {
 				stored.WithLabelValues(link).Inc()
-				return
+				return nil
 			}
 			log.Warn("storing deliver_sm failed, retrying before deliver_sm_resp", "attempt", attempt, "err", err)
 			select {
 			case <-closing:
-				// The SMSC gets its deliver_sm_resp from go-smpp regardless:
-				// this receipt is lost, and counted.
-				s.m.receiptsLost.WithLabelValues(link).Inc()
-				log.Error("deliver_sm not stored before shutdown: lost", "source", rec.Source)
-				return
+				// Not stored: the link answers ESME_RX_T_APPN (or nothing,
+				// once the bind is gone) and the SMSC sends it again.
+				log.Warn("deliver_sm not stored before shutdown: left to the SMSC to send again", "source", rec.Source)
+				return err
 			case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 2*time.Second)):
 			}
 		}

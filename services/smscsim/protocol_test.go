@@ -167,16 +167,23 @@ func TestMalformedPDUClosesOnlyThatConnection(t *testing.T) {
 	}
 }
 
-// TestReceiptRefusedByClientWaitsForTheNextBind answers the receipt with an error status: it is
-// not acked, not resent on the same session, and comes again after a rebind.
-func TestReceiptRefusedByClientWaitsForTheNextBind(t *testing.T) {
-	sim := NewServer(t, Options{})
+// receiptOfASubmit binds a transceiver to sim, submits one message on it (sequence number 2) and
+// reads its receipt.
+func receiptOfASubmit(t *testing.T, sim *Server) (*rawClient, pdu.Body) {
+	t.Helper()
 	c := dialRaw(t, sim.Addr())
 	c.bind(pdu.NewBindTransceiver, 1)
 	c.expect(pdu.BindTransceiverRespID, 0, 1)
 	c.send(submitPDU("+420111"), 2)
 	c.expect(pdu.SubmitSMRespID, 0, 2)
-	rcpt := c.read()
+	return c, c.read()
+}
+
+// TestReceiptRefusedByClientWaitsForTheNextBind answers the receipt with an error status: with
+// no timed retry it is not acked, not resent on the same session, and comes again after a rebind.
+func TestReceiptRefusedByClientWaitsForTheNextBind(t *testing.T) {
+	sim := NewServer(t, Options{ReceiptRetry: -1})
+	c, rcpt := receiptOfASubmit(t, sim)
 	if rcpt.Header().ID != pdu.DeliverSMID || rcpt.Header().Seq < seqBase {
 		t.Fatalf("got %v seq %#x, want a deliver_sm with a server sequence number", rcpt.Header().ID, rcpt.Header().Seq)
 	}
@@ -200,6 +207,34 @@ func TestReceiptRefusedByClientWaitsForTheNextBind(t *testing.T) {
 	again.expect(pdu.EnquireLinkRespID, 0, 2) // both resps were read before this answer
 	if n := sim.ReceiptsAcked(); n != 1 {
 		t.Fatalf("ReceiptsAcked = %d, want 1", n)
+	}
+}
+
+// TestReceiptRefusedByClientComesAgainAfterReceiptRetry refuses a receipt twice on the same
+// session: each time it comes again (the same receipt, a new sequence number) after ReceiptRetry,
+// and the third answer, 0, acknowledges it once.
+func TestReceiptRefusedByClientComesAgainAfterReceiptRetry(t *testing.T) {
+	sim := NewServer(t, Options{ReceiptRetry: 50 * time.Millisecond})
+	c, first := receiptOfASubmit(t, sim)
+	seqs := map[uint32]bool{}
+	for i, st := range []pdu.Status{0x64, 0x64, 0} {
+		rcpt := first
+		if i > 0 {
+			rcpt = c.read()
+		}
+		if rcpt.Header().ID != pdu.DeliverSMID || field(rcpt, pdufield.ShortMessage) != field(first, pdufield.ShortMessage) {
+			t.Fatalf("send %d: got %v %q, want the same receipt again", i+1, rcpt.Header().ID, field(rcpt, pdufield.ShortMessage))
+		}
+		if seqs[rcpt.Header().Seq] {
+			t.Fatalf("send %d: sequence number %#x used before", i+1, rcpt.Header().Seq)
+		}
+		seqs[rcpt.Header().Seq] = true
+		c.send(respond(pdu.NewDeliverSMResp(), rcpt.Header().Seq, st), rcpt.Header().Seq)
+	}
+	c.send(pdu.NewEnquireLink(), 3)
+	c.expect(pdu.EnquireLinkRespID, 0, 3)
+	if acked, refused := sim.ReceiptsAcked(), sim.ReceiptsRefused(); acked != 1 || refused != 2 {
+		t.Fatalf("ReceiptsAcked = %d, ReceiptsRefused = %d; want 1 and 2", acked, refused)
 	}
 }
 

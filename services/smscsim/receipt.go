@@ -241,13 +241,14 @@ func (s *Server) pendingForLocked(systemID string) []*receipt {
 }
 
 // receiptResp handles a deliver_sm_resp. Status 0 acknowledges the receipt (counted once per
-// message id, even when it was sent twice); any other status leaves it pending until the next bind.
-// Responses to mobile-originated messages and unknown sequence numbers are ignored.
+// message id, even when it was sent twice); any other status leaves it pending until the next bind
+// or ReceiptRetry, whichever comes first. Responses to mobile-originated messages and unknown
+// sequence numbers are ignored.
 func (s *Server) receiptResp(c *session, h *pdu.Header) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	r, ok := c.inflight[h.Seq]
 	if !ok {
+		s.mu.Unlock()
 		return
 	}
 	delete(c.inflight, h.Seq)
@@ -256,11 +257,38 @@ func (s *Server) receiptResp(c *session, h *pdu.Header) {
 	}
 	if h.Status != 0 {
 		r.nacked = true
+		s.refused++
+		s.mu.Unlock()
 		s.log.Warn("receipt refused by client", "msg_id", r.id, "status", uint32(h.Status), "remote", c.remote)
+		if d := s.receiptRetry(); d > 0 {
+			s.after(d, func() { s.retryReceipt(r) })
+		}
 		return
 	}
 	if s.pending[r.id] == r {
 		delete(s.pending, r.id)
 		s.acked++
 	}
+	s.mu.Unlock()
+}
+
+// receiptRetry is Options.ReceiptRetry with its default; <= 0 means no timed retry.
+func (s *Server) receiptRetry() time.Duration {
+	if s.opts.ReceiptRetry == 0 {
+		return time.Second
+	}
+	return s.opts.ReceiptRetry
+}
+
+// retryReceipt sends a refused receipt again, unless it was acknowledged or sent again since.
+func (s *Server) retryReceipt(r *receipt) {
+	s.mu.Lock()
+	if s.closed || s.pending[r.id] != r || !r.nacked || r.sentOn != nil {
+		s.mu.Unlock()
+		return
+	}
+	r.nacked = false
+	ds := s.routeLocked([]*receipt{r}, nil)
+	s.mu.Unlock()
+	s.deliver(ds)
 }

@@ -36,6 +36,10 @@ type Options struct {
 	Password string
 	// ReceiptDelay is the delay between the submit_sm_resp and the delivery receipt; 0 = right away.
 	ReceiptDelay time.Duration
+	// ReceiptRetry is how long after a client refused a receipt (a non-zero deliver_sm_resp, such
+	// as ESME_RX_T_APPN) it is sent again, as an SMSC's retry schedule does; a rebind sends it
+	// sooner. 0 = 1s; negative = only at the client's next bind.
+	ReceiptRetry time.Duration
 	NoReceipts   bool // never send receipts
 	// MaxPerSecond is a strict rolling 1000 ms window over all binds: a submit that would make more
 	// than this many accepted submits within any 1000 ms gets ESME_RTHROTTLED (0x58) and is not
@@ -104,6 +108,7 @@ type Server struct {
 	pending    map[string]*receipt // ready receipts not yet acknowledged, by message id
 	order      uint64
 	acked      int
+	refused    int
 	drops      int
 }
 
@@ -302,6 +307,14 @@ func (s *Server) ReceiptsAcked() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.acked
+}
+
+// ReceiptsRefused is the number of deliver_sm_resp of a non-zero status to receipts: each
+// refusal of a receipt counts, so one refused twice counts twice.
+func (s *Server) ReceiptsRefused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // MaxInWindow returns the most accepted submits seen in any window of length w: with
