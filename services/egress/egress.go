@@ -497,6 +497,9 @@ func (s *Stage) prepare(ctx context.Context, lo LinkOptions, msg jetstream.Msg, 
 		// The same for a suspect: one of the first after an unclean stop.
 		var done bool
 		if o, done, risky = s.redelivered(ctx, lo, m, attempt, log); done {
+			if suspect {
+				s.firstCheckUndo(msg.Subject())
+			}
 			return p, o, false
 		}
 		risky = risky || suspect

@@ -127,11 +127,13 @@ func (s *Stage) recordGiveBack(ctx context.Context, lo LinkOptions, m envelope.M
 // loses the last moments of its consumers' state (it writes it at most
 // every 100 ms): the messages the dead process had just fetched come back
 // as first deliveries, at once, ahead of every message never delivered.
-// So after an unclean stop, the first deliveries of each lane, as many as
-// this process's windows on it (a dead process held no more), are checked
-// like redeliveries: acked when already submitted, and counted as risky
-// otherwise. Those that were in fact new are over-counted, at most that
-// window per lane per unclean start.
+// Its last acks may be forgotten too: those messages come back the same
+// way, already submitted. So after an unclean stop, the first deliveries of
+// each lane are checked like redeliveries: acked when already submitted or
+// final, else submitted and counted as risky, until as many have been
+// submitted as this process's windows on the lane (a dead process held no
+// more in flight). Those that were in fact new are over-counted, at most
+// that window per lane per unclean start.
 //
 // The stop was unclean when runningKey is still in sms_links at start: Run
 // puts it and deletes it when it stops cleanly. Another instance running
@@ -179,8 +181,26 @@ func (s *Stage) markStopped(ctx context.Context) {
 }
 
 // firstCheck reports whether a first delivery on subject is one of the
-// first after an unclean stop.
+// first after an unclean stop, and takes one check of the lane's window.
 func (s *Stage) firstCheck(subject string) bool {
 	c := s.firstChecks[subject]
-	return c != nil && c.Load() > 0 && c.Add(-1) >= 0
+	if c == nil || c.Load() <= 0 {
+		return false
+	}
+	if c.Add(-1) < 0 {
+		c.Add(1)
+		return false
+	}
+	return true
+}
+
+// firstCheckUndo gives back the check of a first delivery found already
+// submitted or final (or unreadable): the server forgot its ack, not a
+// delivery in flight, and there may be many of those (100 ms of acks).
+// Only the ones that will be submitted use up the window, so the checks go
+// on past them to the messages that were in flight.
+func (s *Stage) firstCheckUndo(subject string) {
+	if c := s.firstChecks[subject]; c != nil {
+		c.Add(1)
+	}
 }

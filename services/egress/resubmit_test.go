@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -170,11 +171,13 @@ func TestAResubmitIsCountedOnlyWhenAnEarlierSubmitMayHaveReachedTheSMSC(t *testi
 }
 
 // After an unclean stop (runningKey left in sms_links), the first
-// deliveries of a lane, a window of them, are checked like redeliveries:
-// one already submitted is acked unsent, the others count as possible
-// duplicates. A clean stop leaves no key, and the next start checks none.
+// deliveries of a lane are checked like redeliveries: those already
+// submitted (the server forgot their acks; more than a window of them) are
+// acked unsent, and the next window of them is submitted and counted as
+// possible duplicates. A clean stop leaves no key, and the next start
+// checks none.
 func TestTheFirstDeliveriesAfterAnUncleanStopAreChecked(t *testing.T) {
-	const window, n = 2, 5
+	const window, forgotten, n = 2, 3, 7
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	kv := e.bucket(streams.BucketLinks)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -182,22 +185,23 @@ func TestTheFirstDeliveriesAfterAnUncleanStopAreChecked(t *testing.T) {
 	if _, err := kv.Put(ctx, runningKey, []byte("host:1")); err != nil { // a dead instance's
 		t.Fatal(err)
 	}
-	// Message 0 was submitted and acked just before the kill, and the
-	// server forgot the ack: it comes back as a first delivery.
-	if err := e.pub.Publish(ctx, status.Event{ID: msgID(0), Status: status.Submitted, Stage: "egress", Link: link, SMSCID: "X-1", Parts: 1, Attempt: 1}); err != nil {
-		t.Fatal(err)
+	for i := range forgotten {
+		if err := e.pub.Publish(ctx, status.Event{ID: msgID(i), Status: status.Submitted, Stage: "egress", Link: link, SMSCID: fmt.Sprintf("X-%d", i), Parts: 1, Attempt: 1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	e.publish(0, n, nil)
 	r := e.run(e.linkOpts(100, 10, window), fastRetries(5))
-	natstest.Eventually(t, wait, "want messages 1-4 sent and message 0 acked", func() bool {
-		return e.sim.Accepted() == n-1 && r.count(r.m.redeliveredSubmitted, link) == 1 && e.streamMsgs(streams.Egress) == 0
+	natstest.Eventually(t, wait, "want the new messages sent and the submitted ones acked", func() bool {
+		return e.sim.Accepted() == n-forgotten && r.count(r.m.redeliveredSubmitted, link) == forgotten && e.streamMsgs(streams.Egress) == 0
 	})
-	if got := e.sim.AcceptedTo(simDst(0)); got != 0 {
-		t.Fatalf("message 0 (already submitted) was sent %d times", got)
+	for i := range forgotten {
+		if got := e.sim.AcceptedTo(simDst(i)); got != 0 {
+			t.Fatalf("%s (already submitted) was sent %d times", msgID(i), got)
+		}
 	}
-	// Message 0 and one more are the window checked: that one counts.
-	if got := r.count(r.m.resubmitsUnknown, link); got != window-1 {
-		t.Fatalf("resubmits_unknown_total = %v, want %d: the checked first delivery that was not submitted", got, window-1)
+	if got := r.count(r.m.resubmitsUnknown, link); got != window {
+		t.Fatalf("resubmits_unknown_total = %v, want %d: the window of checked first deliveries that were not submitted", got, window)
 	}
 	r.stop()
 	if _, err := kv.Get(ctx, runningKey); err == nil {
@@ -205,7 +209,7 @@ func TestTheFirstDeliveriesAfterAnUncleanStopAreChecked(t *testing.T) {
 	}
 	e.publish(n, n+3, nil)
 	r = e.run(e.linkOpts(100, 10, window), fastRetries(5))
-	natstest.Eventually(t, wait, "want the new messages sent", func() bool { return e.sim.Accepted() == n+2 })
+	natstest.Eventually(t, wait, "want the new messages sent", func() bool { return e.sim.Accepted() == n-forgotten+3 })
 	if got := r.count(r.m.resubmitsUnknown, link); got != 0 {
 		t.Fatalf("resubmits_unknown_total = %v after a clean stop, want 0", got)
 	}
