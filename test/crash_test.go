@@ -21,6 +21,7 @@ import (
 
 	"github.com/smsflow/smsflow/pkg/natstest"
 	"github.com/smsflow/smsflow/pkg/status"
+	"github.com/smsflow/smsflow/services/egress"
 	"github.com/smsflow/smsflow/services/smscsim"
 )
 
@@ -267,9 +268,10 @@ func TestKill9ThePipelineThreeTimesLosesNothing(t *testing.T) {
 	ids := publishAll(t, js, "k9", n)
 
 	var kills []time.Time
+	var counts []resubmitCount
 	for i, k := range killPoints(n) {
 		waitSubmits(t, p, k, sim.Accepted)
-		p.kill9()
+		counts = append(counts, p.killCounted())
 		kills = append(kills, time.Now())
 		t.Logf("kill %d after %d of %d submits", i+1, sim.Accepted(), n)
 		p.start()
@@ -279,10 +281,67 @@ func TestKill9ThePipelineThreeTimesLosesNothing(t *testing.T) {
 	term := log.waitTerminal(t, 4*time.Minute, ids)
 	checkOneTerminal(t, term, ids, nil)
 
-	checkDuplicates(t, n, kills, 0, sim)
-	// A kill -9 takes the counter with it: the process that submitted twice
-	// never knew. This is what the last process counted.
-	t.Logf("smsflow_egress_duplicates_risked_total of the last process: %v", p.metric("smsflow_egress_duplicates_risked_total"))
+	dups := checkDuplicates(t, n, kills, 0, sim)
+	counts = append(counts, p.killCounted()) // the last process: nothing in flight now
+	checkResubmitsCounted(t, counts, dups, len(kills))
+}
+
+// resubmitsMetric counts, in the process that makes it, each submit of a
+// message whose earlier submit may have reached the SMSC unrecorded: the
+// submits that may be duplicates.
+const resubmitsMetric = "smsflow_egress_resubmits_unknown_total"
+
+// resubmitCount is what one pipeline process counted in resubmitsMetric:
+// read from its /metrics just before it was killed, and logged (egress
+// logs each count, before the submit, in a line its dead output keeps).
+type resubmitCount struct{ read, logged int }
+
+// killCounted reads the pipeline's resubmitsMetric, kills it with SIGKILL
+// and counts the resubmits its log recorded.
+func (p *pipeline) killCounted() resubmitCount {
+	p.t.Helper()
+	read := p.metric(resubmitsMetric)
+	p.kill9() // cmd.Wait has copied all of its output to p.logs
+	return resubmitCount{read: int(read), logged: strings.Count(p.logs.String(), egress.ResubmitLog)}
+}
+
+// checkResubmitsCounted fails unless the processes together counted every
+// duplicate the simulator saw, and not more than two windows per kill
+// besides.
+//
+// A kill -9 takes the process's counter with it, so each is read just before
+// its kill. A resubmit counted between that read and the kill would be
+// missing from the read (and its duplicate is real if the process recorded
+// the submit before dying); it is not lost to the test, because egress logs
+// every count before the submit, and the output of a dead process stays:
+// the reads plus what the logs have beyond them (late) are every count. A
+// read never exceeds its log (same code, log first).
+//
+// The count exceeds the duplicates by what each kill held without the SMSC
+// accepting it, and by the new messages among the first deliveries the next
+// process checks: the embedded server dies too and forgets its last
+// deliveries, so the restarted egress counts its first window of first
+// deliveries as possible duplicates (services/egress/resubmit.go). One
+// window of each: at most two windows per kill.
+func checkResubmitsCounted(t *testing.T, counts []resubmitCount, dups, kills int) {
+	t.Helper()
+	read, late := 0, 0
+	for i, c := range counts {
+		if c.read < 0 || c.read > c.logged {
+			t.Errorf("process %d: %s read %d, logged %d: the metric may lag its log, never lead it", i+1, resubmitsMetric, c.read, c.logged)
+		}
+		read += c.read
+		late += max(c.logged-c.read, 0)
+	}
+	counted, bound := read+late, dups+2*crashWindow*kills
+	t.Logf("%s by process (read before the kill / logged): %v; sum %d (+%d counted after the read) for %d duplicates, bound %d",
+		resubmitsMetric, counts, read, late, dups, bound)
+	if counted < dups {
+		t.Errorf("%s counted %d resubmits (%d read + %d late), fewer than the %d duplicates the simulator saw", resubmitsMetric, counted, read, late, dups)
+	}
+	if counted > bound {
+		t.Errorf("%s counted %d resubmits, more than the %d duplicates + 2 x window %d x %d kills", resubmitsMetric, counted, dups, crashWindow, kills)
+	}
 }
 
 func TestTheSMSCDyingThreeTimesLosesNothing(t *testing.T) {

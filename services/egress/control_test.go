@@ -94,6 +94,11 @@ func TestAPauseStopsWhatAFetchUnderWayBrings(t *testing.T) {
 	}
 	natstest.Eventually(t, wait, "want every message sent after resume", func() bool { return e.acceptedEach(n) })
 	e.acceptedOnce(n)
+	// What went back unsent left a record of it: no submit after it counts
+	// as one that may deliver twice.
+	if got := r.count(r.m.resubmitsUnknown, link); got != 0 {
+		t.Fatalf("resubmits_unknown_total = %v after a pause, want 0", got)
+	}
 	r.stop()
 }
 

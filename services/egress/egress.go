@@ -67,6 +67,10 @@ type Stage struct {
 	log      *slog.Logger
 	m        *Metrics
 
+	// firstChecks: after an unclean stop, how many more first deliveries
+	// of each lane (by subject) are checked like redeliveries (resubmit.go).
+	firstChecks map[string]*atomic.Int64
+
 	mu   sync.Mutex
 	open map[string]*smpplink.Link
 	lims map[string]*pacing.Limiter // each link's bucket, for PacingStats
@@ -134,6 +138,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	if s.linksKV, err = s.js.KeyValue(ctx, streams.BucketLinks); err != nil {
 		return fmt.Errorf("egress: kv %s: %w", streams.BucketLinks, err)
 	}
+	s.markRunning(ctx)
 	// Every consumer first: an error must not leave links already running.
 	conss := make([]lanes, len(s.links))
 	for i, lo := range s.links {
@@ -160,6 +165,7 @@ func (s *Stage) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	s.markStopped(ctx)
 	close(errs)
 	var all []error
 	for err := range errs {
@@ -315,14 +321,14 @@ func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 			// Paused while the fetch waited: a paused link sends nothing,
 			// so the message goes back, for another link of the pool or
 			// for this one once it is resumed.
-			s.settle(hctx, msg, consume.Retry(pausedRetry), w.log)
+			s.giveBack(hctx, w.lo, msg, nil, pausedRetry, "link paused", w.log)
 			continue
 		}
 		s.process(ctx, hctx, w, msg, true)
 	}
 	if asked != nil {
 		if a := <-asked; a.msg != nil {
-			s.settle(hctx, a.msg, consume.Retry(0), w.log) // shutting down: give it back
+			s.giveBack(hctx, w.lo, a.msg, nil, 0, "shutting down", w.log)
 		}
 	}
 }
@@ -342,7 +348,7 @@ func (s *Stage) process(ctx, hctx context.Context, w *linkWork, msg jetstream.Ms
 	}
 	for {
 		if !s.token(ctx, w.p, w.log) {
-			s.settle(hctx, msg, consume.Retry(0), w.log) // shutting down: give it back
+			s.giveBack(hctx, w.lo, msg, &sub, 0, "shutting down", w.log)
 			return
 		}
 		granted := time.Now()
@@ -399,7 +405,7 @@ func (s *Stage) handOff(ctx, hctx context.Context, w *linkWork, pm jetstream.Msg
 	defer t.Stop()
 	for {
 		if w.gate.isPaused() || !w.link.Bound() {
-			s.settle(hctx, pm, consume.Retry(pausedRetry), w.log) // as in worker
+			s.giveBack(hctx, w.lo, pm, nil, pausedRetry, "link paused or unbound", w.log) // as in worker
 			return
 		}
 		select {
@@ -407,7 +413,7 @@ func (s *Stage) handOff(ctx, hctx context.Context, w *linkWork, pm jetstream.Msg
 			return
 		case <-t.C:
 		case <-ctx.Done():
-			s.settle(hctx, pm, consume.Retry(0), w.log)
+			s.giveBack(hctx, w.lo, pm, nil, 0, "shutting down", w.log)
 			return
 		}
 	}
@@ -468,6 +474,9 @@ type prepared struct {
 	m       envelope.Message
 	attempt int
 	src     string
+	// risky: an earlier delivery may have reached the SMSC without a record
+	// of it (see unknownBefore), so this submit may send it twice.
+	risky bool
 }
 
 // prepare decodes msg and checks it before it may cost a token: a poison
@@ -487,13 +496,20 @@ func (s *Stage) prepare(ctx context.Context, lo LinkOptions, msg jetstream.Msg, 
 		log.Error("poison message on egress, terminated", "seq", md.Sequence.Stream, "err", err)
 		return p, consume.Term("poison: not a valid envelope"), false
 	}
-	if attempt > 1 {
+	risky := false
+	if suspect := attempt == 1 && s.firstCheck(msg.Subject()); attempt > 1 || suspect {
 		// Redelivered: a lost ack, a crash or a shutdown may have come after
 		// the SMSC accepted it. Submitting again would send a second SMS, and
 		// expiring or failing it would contradict its receipt: check first.
-		if o, done := s.redelivered(ctx, lo, m, log); done {
+		// The same for a suspect: one of the first after an unclean stop.
+		var done bool
+		if o, done, risky = s.redelivered(ctx, lo, m, attempt, log); done {
+			if suspect {
+				s.firstCheckUndo(msg.Subject())
+			}
 			return p, o, false
 		}
+		risky = risky || suspect
 	}
 	if !m.ExpiresAt.IsZero() && time.Now().After(m.ExpiresAt) {
 		return p, s.final(ctx, status.Event{ID: m.ID, Status: status.Expired, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Attempt: attempt}, lo.Name, "expired"), false
@@ -506,7 +522,7 @@ func (s *Stage) prepare(ctx context.Context, lo LinkOptions, msg jetstream.Msg, 
 	if src == "" {
 		src = lo.Source
 	}
-	return prepared{m: m, attempt: attempt, src: src}, o, true
+	return prepared{m: m, attempt: attempt, src: src, risky: risky}, o, true
 }
 
 // send submits a prepared message on a token granted at granted, and decides
@@ -521,6 +537,7 @@ func (s *Stage) send(ctx context.Context, lo LinkOptions, link *smpplink.Link, p
 		// The SMSC throttled the link after this token was granted: the
 		// token is from the rate that overran. Wait out the hold instead.
 		if !s.token(ctx, p, log) {
+			s.recordGiveBack(ctx, lo, pr.m, pr.attempt, pr.risky, "shutting down", log)
 			return consume.Retry(0)
 		}
 		granted = time.Now()
@@ -532,10 +549,13 @@ func (s *Stage) send(ctx context.Context, lo LinkOptions, link *smpplink.Link, p
 		}
 		return nil
 	}
+	if pr.risky {
+		s.countResubmit(lo, m, attempt, log)
+	}
 	res, err := link.Submit(ctx, smpplink.Short{Src: src, Dst: m.To, Text: m.Text, Receipt: true, NextPart: nextPart,
 		TokenAt: granted, MaxLate: staleToken})
 	if err != nil {
-		return s.submitFailed(ctx, lo, p, m, attempt, err, log)
+		return s.submitFailed(ctx, lo, p, pr, err, log)
 	}
 	p.accepted(time.Now())
 	s.m.submits.WithLabelValues(lo.Name, "ok").Inc()
@@ -595,48 +615,56 @@ func (s *Stage) indexParts(ctx context.Context, link, id string, smscIDs []strin
 // If its latest status says the SMSC already has it (submitted) or its fate
 // is settled (terminal), it is acked without a second submit; a submitted
 // one gets its receipt index written again, in case the crash came between
-// the status and the index. done is false when it should be submitted.
-func (s *Stage) redelivered(ctx context.Context, lo LinkOptions, m envelope.Message, log *slog.Logger) (o consume.Outcome, done bool) {
+// the status and the index. done is false when it should be submitted, and
+// then risky says whether that submit may send it twice (unknownBefore).
+func (s *Stage) redelivered(ctx context.Context, lo LinkOptions, m envelope.Message, attempt int, log *slog.Logger) (o consume.Outcome, done, risky bool) {
 	ev, err := s.pub.Latest(ctx, m.ID)
 	switch {
 	case errors.Is(err, status.ErrNotFound):
-		return o, false
+		return o, false, true // no record of any attempt at all
 	case err != nil:
 		// Cannot tell: wait rather than risk a second SMS.
-		return consume.Retry(s.opts.BackoffMin), true
+		return consume.Retry(s.opts.BackoffMin), true, false
 	case status.Terminal(ev.Status):
 		log.Info("redelivered message already final; not sent again", "msg_id", m.ID, "status", ev.Status)
-		return consume.Ack(), true
+		return consume.Ack(), true, false
 	case ev.Status == status.Submitted:
 		link := ev.Link
 		if link == "" {
 			link = lo.Name
 		}
 		if err := s.indexParts(ctx, link, m.ID, strings.Split(ev.SMSCID, ",")); err != nil {
-			return consume.Retry(s.opts.BackoffMin), true
+			return consume.Retry(s.opts.BackoffMin), true, false
 		}
 		s.m.redeliveredSubmitted.WithLabelValues(lo.Name).Inc()
 		log.Info("redelivered message was already submitted; not sent again", "msg_id", m.ID, "smsc_id", ev.SMSCID)
-		return consume.Ack(), true
+		return consume.Ack(), true, false
 	}
-	return o, false
+	return o, false, unknownBefore(attempt, ev)
 }
 
 // IndexEntry is the value of an sms_dlr_index key; it lives in pkg/dlr,
 // which the receipts stage reads it with.
 type IndexEntry = dlr.IndexEntry
 
-func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, p *pace, m envelope.Message, attempt int, err error, log *slog.Logger) consume.Outcome {
+func (s *Stage) submitFailed(ctx context.Context, lo LinkOptions, p *pace, pr prepared, err error, log *slog.Logger) consume.Outcome {
+	m, attempt := pr.m, pr.attempt
 	var se *smpplink.SubmitError
 	if !errors.As(err, &se) {
 		se = &smpplink.SubmitError{Link: lo.Name, Class: smpplink.Retryable, Err: err}
 	}
 	s.m.submits.WithLabelValues(lo.Name, se.Class.String()).Inc()
 	if ctx.Err() != nil {
-		// Shutdown past its grace: give the message back untouched.
+		// Shutdown past its grace: give the message back untouched. When
+		// the SMSC cannot have any of it, say so (this submit, if risky, is
+		// counted already); else leave no record: the next one counts.
+		if !se.Unknown && se.Sent == 0 {
+			s.recordGiveBack(ctx, lo, m, attempt, false, "shutting down: "+se.Err.Error(), log)
+		}
 		return consume.Retry(0)
 	}
-	ev := status.Event{ID: m.ID, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name, Code: int(se.Status), Attempt: attempt, Detail: se.Err.Error()}
+	ev := status.Event{ID: m.ID, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name, Code: int(se.Status), Attempt: attempt, Detail: se.Err.Error(),
+		Parts: se.Sent} // parts the SMSC accepted before the failure: unknownBefore reads it
 	switch se.Class {
 	case smpplink.Permanent:
 		ev.Status, ev.Reason = status.Failed, status.ReasonPermanent

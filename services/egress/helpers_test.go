@@ -157,6 +157,18 @@ func (e *env) events(id, st string) []status.Event {
 	return out
 }
 
+// bucket is the KV bucket name of the streams applied.
+func (e *env) bucket(name string) jetstream.KeyValue {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := e.js.KeyValue(ctx, name)
+	if err != nil {
+		e.t.Fatalf("kv %s: %v", name, err)
+	}
+	return kv
+}
+
 // streamMsgs is the number of messages in a stream.
 func (e *env) streamMsgs(name string) uint64 {
 	e.t.Helper()

@@ -82,8 +82,14 @@ func TestKillingTheConnectionEvery500SubmitsLosesNothingAndDuplicatesAtMostWindo
 	if risked := r.count(r.m.duplicatesRisked, link); risked < float64(dups) {
 		t.Fatalf("duplicates_risked_total = %v, want >= the %d duplicates", risked, dups)
 	}
-	t.Logf("drop every %d: %d messages in %v: %d submits accepted, %d reconnects, %d submits seen twice (bound %d), %d submit_unknown events, %d receipts stored",
-		every, n, took.Round(time.Millisecond), accepted, drops, dups, window*drops, unknown, e.sim.ReceiptsAcked())
+	// Every submit made again after a submit_unknown is counted by the
+	// resubmit: at least the duplicates, at most the window per drop.
+	resubmits := r.count(r.m.resubmitsUnknown, link)
+	if resubmits < float64(dups) || resubmits > float64(window*drops) {
+		t.Fatalf("resubmits_unknown_total = %v, want between the %d duplicates and window x reconnects = %d", resubmits, dups, window*drops)
+	}
+	t.Logf("drop every %d: %d messages in %v: %d submits accepted, %d reconnects, %d submits seen twice (bound %d), %d submit_unknown events, %v resubmits counted, %d receipts stored",
+		every, n, took.Round(time.Millisecond), accepted, drops, dups, window*drops, unknown, resubmits, e.sim.ReceiptsAcked())
 }
 
 // allEvents reads the whole of SMS_STATUS once: every message's events in

@@ -17,6 +17,7 @@ type Metrics struct {
 	receiptsLost         *prometheus.CounterVec
 	inbound              *prometheus.CounterVec
 	redeliveredSubmitted *prometheus.CounterVec
+	resubmitsUnknown     *prometheus.CounterVec
 	bound                *prometheus.GaugeVec
 	paused               *prometheus.GaugeVec
 	rate                 *prometheus.GaugeVec
@@ -45,6 +46,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		receiptsLost:         vec("receipts_lost_total", "deliver_sm acknowledged to the SMSC without being stored (NATS unreachable at shutdown), by link.", "link"),
 		inbound:              vec("inbound_stored_total", "Mobile-originated deliver_sm stored in SMS_INBOUND, by link.", "link"),
 		redeliveredSubmitted: vec("redelivered_submitted_total", "Messages redelivered after the SMSC had accepted them (lost ack, crash): acked, not sent again.", "link"),
+		resubmitsUnknown: vec("resubmits_unknown_total", "Submits of a message that an earlier submit may have delivered without a record of it (redelivered after a crash or lost connection mid-submit, submit_unknown, parts accepted; "+
+			"or among the first deliveries after an unclean stop, which a killed embedded NATS server may have forgotten): each may deliver it twice. Counted by the process that submits again, so it outlives the one that submitted first.", "link"),
 	}
 }
 
@@ -56,7 +59,7 @@ func (m *Metrics) touch(link string) {
 	for _, st := range []string{"failed", "expired"} {
 		m.final.WithLabelValues(link, st)
 	}
-	for _, v := range []*prometheus.CounterVec{m.retries, m.throttles, m.duplicatesRisked, m.poison, m.receipts, m.receiptsLost, m.inbound, m.redeliveredSubmitted} {
+	for _, v := range []*prometheus.CounterVec{m.retries, m.throttles, m.duplicatesRisked, m.poison, m.receipts, m.receiptsLost, m.inbound, m.redeliveredSubmitted, m.resubmitsUnknown} {
 		v.WithLabelValues(link)
 	}
 	for _, g := range []*prometheus.GaugeVec{m.bound, m.paused, m.rate} {
