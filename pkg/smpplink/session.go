@@ -272,13 +272,17 @@ func respond(p pdu.Body, seq uint32, st pdu.Status) pdu.Body {
 // request gives p the session's next sequence number (go-smpp would give it
 // one of a global counter only when writing it, too late to wait for it).
 func (r *session) request(p pdu.Body) pdu.Body {
-	seq := r.seq.Add(1)
-	if seq == 0 || seq > 0x7FFFFFFF { // SMPP 3.4: 0x00000001 to 0x7FFFFFFF
-		r.seq.Store(1)
-		seq = 1
+	for {
+		old := r.seq.Load()
+		seq := old + 1
+		if seq > 0x7FFFFFFF { // SMPP 3.4: 0x00000001 to 0x7FFFFFFF
+			seq = 1
+		}
+		if r.seq.CompareAndSwap(old, seq) { // two requests at the wrap never share 1
+			p.Header().Seq = seq
+			return p
+		}
 	}
-	p.Header().Seq = seq
-	return p
 }
 
 // Submit sends sm as one submit_sm and waits for its submit_sm_resp. Its
@@ -365,6 +369,12 @@ func (r *session) write(p pdu.Body) error {
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	// An SMSC that stops reading fills the socket's buffer and a write
+	// blocks, holding wmu: every submit, enquire_link and receipt answer of
+	// the bind would wait behind it, and Close too. The connection is closed
+	// instead, so the write fails and the link binds again.
+	t := time.AfterFunc(max(r.respTimeout, time.Second), func() { _ = c.Close() })
+	defer t.Stop()
 	return c.Write(p)
 }
 
