@@ -242,7 +242,19 @@ func Apply(ctx context.Context, js jetstream.JetStream, pools []string) error {
 	}
 	// Consumers of earlier versions: one left behind would keep its
 	// stream's messages pending for nobody.
+	// Only once it has nothing left to hand out or to settle: until then
+	// an instance of the version that reads it may still be running.
 	for _, sc := range obsoleteConsumers {
+		c, err := js.Consumer(ctx, sc[0], sc[1])
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("obsolete consumer %s/%s: %w", sc[0], sc[1], err)
+		}
+		if ci := c.CachedInfo(); ci.NumPending > 0 || ci.NumAckPending > 0 {
+			continue
+		}
 		if err := js.DeleteConsumer(ctx, sc[0], sc[1]); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("delete obsolete consumer %s/%s: %w", sc[0], sc[1], err)
 		}

@@ -123,13 +123,34 @@ func TestApplyDeletesTheConsumersOfEarlierVersions(t *testing.T) {
 	if err := streams.Apply(ctx, js, []string{"default"}); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if _, err := js.CreateConsumer(ctx, streams.Status, jetstream.ConsumerConfig{Durable: "receipt-timers", FilterSubject: "sms.status.>"}); err != nil {
+	c, err := js.CreateConsumer(ctx, streams.Status, jetstream.ConsumerConfig{Durable: "receipt-timers", FilterSubject: "sms.status.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While it has an event to hand out (an old instance may still read
+	// it), it stays.
+	if _, err := js.Publish(ctx, "sms.status.m1", []byte(`{"id":"m1","status":"accepted"}`)); err != nil {
 		t.Fatal(err)
 	}
 	if err := streams.Apply(ctx, js, []string{"default"}); err != nil {
 		t.Fatalf("apply over the old consumer: %v", err)
 	}
+	if _, err := js.Consumer(ctx, streams.Status, "receipt-timers"); err != nil {
+		t.Fatalf("the obsolete consumer was deleted with an event pending: %v", err)
+	}
+	b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := streams.Apply(ctx, js, []string{"default"}); err != nil {
+		t.Fatalf("apply over the drained old consumer: %v", err)
+	}
 	if _, err := js.Consumer(ctx, streams.Status, "receipt-timers"); err == nil {
-		t.Fatal("the obsolete consumer receipt-timers on SMS_STATUS is still there after Apply")
+		t.Fatal("the drained obsolete consumer receipt-timers on SMS_STATUS is still there after Apply")
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/smsflow/smsflow/pkg/envelope"
 	"github.com/smsflow/smsflow/pkg/linkstate"
 	"github.com/smsflow/smsflow/pkg/pacing"
+	"github.com/smsflow/smsflow/pkg/recent"
 	"github.com/smsflow/smsflow/pkg/smpplink"
 	"github.com/smsflow/smsflow/pkg/status"
 	"github.com/smsflow/smsflow/streams"
@@ -71,6 +72,12 @@ type Stage struct {
 	// of each lane (by subject) are checked like redeliveries (resubmit.go).
 	firstChecks map[string]*atomic.Int64
 
+	// held and handled: the messages this process holds, and those it
+	// handled lately (held.go).
+	heldMu  sync.Mutex
+	held    map[string]bool
+	handled *recent.Map[string, struct{}]
+
 	mu   sync.Mutex
 	open map[string]*smpplink.Link
 	lims map[string]*pacing.Limiter // each link's bucket, for PacingStats
@@ -96,7 +103,8 @@ func New(js jetstream.JetStream, pub *status.Publisher, links []LinkOptions, opt
 	for _, l := range links {
 		m.touch(l.Name)
 	}
-	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}, lims: map[string]*pacing.Limiter{}, instance: instanceName()}
+	return &Stage{js: js, pub: pub, links: links, opts: opts, log: log, m: m, open: map[string]*smpplink.Link{}, lims: map[string]*pacing.Limiter{}, instance: instanceName(),
+		held: map[string]bool{}, handled: recent.New[string, struct{}](handledSize)}
 }
 
 // BoundLinks returns how many links are bound now (for /readyz).
@@ -278,6 +286,18 @@ func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 	// it, it always answers, and the answer must be read.
 	var asked <-chan fed
 	for ctx.Err() == nil {
+		if asked != nil && (w.gate.isPaused() || !w.link.Bound()) {
+			// Never hold a bulk message through a pause or an unbind (it
+			// may be for minutes, past the ack wait, and the server would
+			// deliver it again beside the one held here): it goes back,
+			// for another link of the pool or for this one later.
+			a := <-asked
+			asked = nil
+			if a.msg != nil {
+				s.giveBack(hctx, w.lo, a.msg, nil, pausedRetry, "link paused or unbound", w.log)
+			}
+			continue
+		}
 		if err := w.link.WaitBound(ctx); err != nil {
 			break
 		}
@@ -346,6 +366,7 @@ func (s *Stage) process(ctx, hctx context.Context, w *linkWork, msg jetstream.Ms
 		s.settle(hctx, msg, o, w.log)
 		return
 	}
+	defer s.release(sub.m.ID)
 	for {
 		if !s.token(ctx, w.p, w.log) {
 			s.giveBack(hctx, w.lo, msg, &sub, 0, "shutting down", w.log)
@@ -359,6 +380,7 @@ func (s *Stage) process(ctx, hctx context.Context, w *linkWork, msg jetstream.Ms
 				if pok {
 					po = s.send(hctx, w.lo, w.link, w.p, pm, psub, granted, w.log)
 					s.settle(hctx, pm, po, w.log)
+					s.release(psub.m.ID)
 					continue // the token went to the transactional message
 				}
 				s.settle(hctx, pm, po, w.log)
@@ -403,10 +425,17 @@ func (s *Stage) priorityFeeder(ctx, hctx context.Context, w *linkWork) {
 func (s *Stage) handOff(ctx, hctx context.Context, w *linkWork, pm jetstream.Msg) {
 	t := time.NewTicker(priorityHandoff)
 	defer t.Stop()
+	touched := time.Now()
 	for {
 		if w.gate.isPaused() || !w.link.Bound() {
 			s.giveBack(hctx, w.lo, pm, nil, pausedRetry, "link paused or unbound", w.log) // as in worker
 			return
+		}
+		if time.Since(touched) > handOffTouch {
+			// A slow link with a wide window can keep it waiting for a
+			// worker past the ack wait: the server must not deliver it again.
+			_ = consume.Touch(pm)
+			touched = time.Now()
 		}
 		select {
 		case w.prio <- pm:
@@ -461,8 +490,12 @@ const bulkWait = 250 * time.Millisecond
 const priorityWait = time.Second
 
 // priorityHandoff is how often the priority feeder, while it offers a
-// message to the link's workers, checks that the link can still send it.
-const priorityHandoff = 100 * time.Millisecond
+// message to the link's workers, checks that the link can still send it;
+// it tells the server it is still working on it every handOffTouch.
+const (
+	priorityHandoff = 100 * time.Millisecond
+	handOffTouch    = 10 * time.Second
+)
 
 // staleToken is how long after its grant a token may still be used for the
 // first part (smpplink.Short.MaxLate): a submit later than that takes a fresh
@@ -496,15 +529,35 @@ func (s *Stage) prepare(ctx context.Context, lo LinkOptions, msg jetstream.Msg, 
 		log.Error("poison message on egress, terminated", "seq", md.Sequence.Stream, "err", err)
 		return p, consume.Term("poison: not a valid envelope"), false
 	}
+	if !s.hold(m.ID) {
+		// This process holds another delivery of the same message: the
+		// server forgot it had delivered it (a NATS restart loses the last
+		// moments of consumer state) and sent it again as a first delivery.
+		// It comes back once the one held here has settled, and is checked
+		// then (as a redelivery).
+		s.m.heldTwice.WithLabelValues(lo.Name).Inc()
+		log.Warn("a message held here was delivered again; it goes back until this delivery settles", "msg_id", m.ID, "attempt", attempt)
+		return p, consume.Retry(pausedRetry), false
+	}
+	defer func() {
+		if !ok {
+			s.release(m.ID)
+		}
+	}()
+	// A first delivery of a message this process handled before is one the
+	// server forgot it had delivered (it restarted): it is checked like a
+	// redelivery, as are the first ones after an unclean stop (firstCheck).
+	seen := attempt == 1 && s.seen(m.ID)
 	risky := false
-	if suspect := attempt == 1 && s.firstCheck(msg.Subject()); attempt > 1 || suspect {
+	checked := attempt == 1 && !seen && s.firstCheck(msg.Subject())
+	if suspect := seen || checked; attempt > 1 || suspect {
 		// Redelivered: a lost ack, a crash or a shutdown may have come after
 		// the SMSC accepted it. Submitting again would send a second SMS, and
 		// expiring or failing it would contradict its receipt: check first.
 		// The same for a suspect: one of the first after an unclean stop.
 		var done bool
 		if o, done, risky = s.redelivered(ctx, lo, m, attempt, log); done {
-			if suspect {
+			if checked {
 				s.firstCheckUndo(msg.Subject())
 			}
 			return p, o, false
@@ -632,6 +685,13 @@ func (s *Stage) redelivered(ctx context.Context, lo LinkOptions, m envelope.Mess
 		link := ev.Link
 		if link == "" {
 			link = lo.Name
+		}
+		// The crash may have come between the status and the index entry;
+		// the timer is armed again too (it replaces the one armed before,
+		// at the same time): one that never was (a submit recorded by an
+		// older version) would leave the message without a timeout.
+		if err := dlr.ArmTimeout(ctx, s.js, ev, s.opts.ReceiptTimeout); err != nil {
+			return consume.Retry(s.opts.BackoffMin), true, false
 		}
 		if err := s.indexParts(ctx, link, m.ID, strings.Split(ev.SMSCID, ",")); err != nil {
 			return consume.Retry(s.opts.BackoffMin), true, false

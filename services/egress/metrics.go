@@ -14,7 +14,7 @@ type Metrics struct {
 	final                *prometheus.CounterVec
 	poison               *prometheus.CounterVec
 	receipts             *prometheus.CounterVec
-	receiptsLost         *prometheus.CounterVec
+	heldTwice            *prometheus.CounterVec
 	inbound              *prometheus.CounterVec
 	redeliveredSubmitted *prometheus.CounterVec
 	resubmitsUnknown     *prometheus.CounterVec
@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		final:                vec("final_total", "Terminal statuses written by egress, by link and status (failed, expired).", "link", "status"),
 		poison:               vec("poison_total", "Messages on sms.egress that are not valid envelopes, terminated.", "link"),
 		receipts:             vec("receipts_stored_total", "deliver_sm receipts stored in SMS_DLR before deliver_sm_resp, by link.", "link"),
-		receiptsLost:         vec("receipts_lost_total", "deliver_sm acknowledged to the SMSC without being stored (NATS unreachable at shutdown), by link.", "link"),
+		heldTwice:            vec("held_twice_total", "First deliveries of a message this process still held (a restarted NATS server forgot it had delivered it): given back until the held one settles, not submitted beside it.", "link"),
 		inbound:              vec("inbound_stored_total", "Mobile-originated deliver_sm stored in SMS_INBOUND, by link.", "link"),
 		redeliveredSubmitted: vec("redelivered_submitted_total", "Messages redelivered after the SMSC had accepted them (lost ack, crash): acked, not sent again.", "link"),
 		resubmitsUnknown: vec("resubmits_unknown_total", "Submits of a message that an earlier submit may have delivered without a record of it (redelivered after a crash or lost connection mid-submit, submit_unknown, parts accepted; "+
@@ -59,7 +59,7 @@ func (m *Metrics) touch(link string) {
 	for _, st := range []string{"failed", "expired"} {
 		m.final.WithLabelValues(link, st)
 	}
-	for _, v := range []*prometheus.CounterVec{m.retries, m.throttles, m.duplicatesRisked, m.poison, m.receipts, m.receiptsLost, m.inbound, m.redeliveredSubmitted, m.resubmitsUnknown} {
+	for _, v := range []*prometheus.CounterVec{m.retries, m.throttles, m.duplicatesRisked, m.poison, m.receipts, m.heldTwice, m.inbound, m.redeliveredSubmitted, m.resubmitsUnknown} {
 		v.WithLabelValues(link)
 	}
 	for _, g := range []*prometheus.GaugeVec{m.bound, m.paused, m.rate} {
