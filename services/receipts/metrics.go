@@ -50,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"recorded", "duplicate"} {
 		m.parts.WithLabelValues(r)
 	}
-	for _, r := range []string{"scheduled", "expired", "settled", "dropped"} {
+	for _, r := range []string{"dropped", "drop_failed", "expired", "settled"} {
 		m.timeouts.WithLabelValues(r)
 	}
 	return m

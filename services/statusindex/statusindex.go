@@ -218,8 +218,13 @@ const casAttempts = 8
 // are sent again, and dropped as duplicates if they had landed).
 func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string, error) {
 	for range casAttempts {
+		// A remembered entry may be stale (written over by another
+		// instance, deleted by hand, lost with a host): it only spares the
+		// read of the common case, an event newer than it, where the
+		// compare-and-set catches a stale one. A verdict without a write
+		// (stale, replayed) is made on what KV holds.
 		cur, ok := s.written.Get(ev.ID)
-		if !ok {
+		if !ok || cur.seq >= seq {
 			var err error
 			if cur, err = s.read(ctx, ev.ID); err != nil {
 				return "", err
@@ -229,7 +234,7 @@ func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string,
 		case cur.seq > seq:
 			return "stale", nil
 		case cur.seq == seq && cur.seq != 0:
-			if cur.counted || !s.recent(cur) {
+			if !s.recent(cur) {
 				return "replayed", nil
 			}
 			return "replayed", s.count(ctx, cur)

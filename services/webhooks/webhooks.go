@@ -260,11 +260,12 @@ func (s *Stage) deliver(ctx context.Context, msg jetstream.Msg, e event) consume
 // destination is where a message's statuses go: its callback_url (on the
 // event, else on its first event), else the default; nil for nowhere.
 func (s *Stage) destination(ctx context.Context, ev status.Event) (*url.URL, error) {
-	// An accepted event is a message's first and carries its
-	// callback_url (empty: none), so what it says is the answer for the
-	// message's later events (three or more), which would otherwise read the
-	// first event back. A miss (the accepted event went to another
-	// instance, or was forgotten) reads it.
+	// Policy writes a message's first accepted event with its envelope's
+	// callback_url (empty: none), and any later one (a release, a
+	// redelivery) with the same envelope's, so what an accepted event says
+	// is the answer for the message's later events (three or more), which
+	// would otherwise read the first event back. A miss (the accepted event
+	// went to another instance, or was forgotten) reads it.
 	raw := ev.CallbackURL
 	if ev.Status == status.Accepted {
 		s.urls.Put(ev.ID, raw)
