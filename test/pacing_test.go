@@ -67,8 +67,8 @@ func TestPacingHoldsTheRateWithOneAndThreeInstances(t *testing.T) {
 				// messages a worker already asked for when the pause came went
 				// out before it.
 				got := measure(since(sim.Submits(), resumed), sim.Throttled())
-				t.Logf("figures: rate=%d/s instances=%d messages=%d %v ratio=%.3f ideal=%v drain=%.2fs throttle_events=%d",
-					rate, instances, n, got, got.achieved()/float64(rate), ideal, got.last.Sub(resumed).Seconds(), len(throttleEvents(log)))
+				t.Logf("figures: rate=%d/s instances=%d messages=%d %v ratio=%.3f ideal=%v drain=%.2fs throttle_events=%d receipts_refused=%d",
+					rate, instances, n, got, got.achieved()/float64(rate), ideal, got.last.Sub(resumed).Seconds(), len(throttleEvents(log)), sim.ReceiptsRefused())
 
 				checkSafe(t, "link l1", sim, rate)
 				checkOnce(t, n, sim)
