@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -62,6 +63,16 @@ const (
 	ReasonPermanent   = "permanent"    // the SMSC refused it for good
 	ReasonMaxAttempts = "max_attempts" // retried as often as configured
 )
+
+// GivenBack starts the detail of the retry event egress writes when it
+// gives a message back unsent (link paused or unbound, shutting down): a
+// record that the delivery made no submit, not a submit's outcome.
+const GivenBack = "given back before submit: "
+
+// IsGiveBack reports whether ev is such a record.
+func IsGiveBack(ev Event) bool {
+	return ev.Status == Retry && strings.HasPrefix(ev.Detail, GivenBack)
+}
 
 // Terminal reports whether s ends a message's life.
 func Terminal(s string) bool {

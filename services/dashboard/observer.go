@@ -229,8 +229,8 @@ func (o *Observer) observe(ev status.Event) {
 	switch kind {
 	case status.Throttled, status.Retry, status.SubmitUnknown, status.Failed:
 		// A submit the SMSC refused or never answered (code 0); a failure
-		// for another reason (max_attempts) is no submit.
-		if kind != status.Failed || ev.Reason == status.ReasonPermanent {
+		// for another reason (max_attempts) or a give-back is no submit.
+		if (kind != status.Failed || ev.Reason == status.ReasonPermanent) && !status.IsGiveBack(ev) {
 			c := codeNone
 			if ev.Code != 0 {
 				c = codeLabel(ev.Code)

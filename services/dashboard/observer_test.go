@@ -276,6 +276,8 @@ func TestSubmitResultsAreCountedByLinkAndCommandStatus(t *testing.T) {
 	ev("b", status.Failed, status.ReasonPermanent, 0x0b) // ESME_RINVDSTADR
 	ev("c", status.Accepted, "", 0)
 	ev("c", status.Failed, status.ReasonMaxAttempts, 0) // no submit: not a result
+	// A give-back (link paused) made no submit: not a result either.
+	o.observe(status.Event{ID: "e", Status: status.Retry, Stage: "egress", Link: "sim1", Detail: status.GivenBack + "link paused", At: t0})
 	want := `
 # HELP smsflow_status_submit_results_total submit_sm outcomes in status events (submitted, throttled, retry, submit_unknown, failed permanent), by link and SMPP command_status: 0x00000000 accepted, none when the SMSC never answered, other past 32 distinct codes.
 # TYPE smsflow_status_submit_results_total counter

@@ -48,7 +48,7 @@ import (
 const ResubmitLog = "submitting again a message whose earlier submit may have reached the SMSC: it may be delivered twice"
 
 // givenBack starts the detail of the record a give-back leaves.
-const givenBack = "given back before submit: "
+const givenBack = status.GivenBack
 
 // unknownBefore reports whether a submit at delivery attempt may send the
 // message a second time, given its latest status event: whether an earlier
