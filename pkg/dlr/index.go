@@ -14,6 +14,11 @@ type IndexEntry struct {
 	ID    string `json:"id"`
 	Parts int    `json:"parts"`
 	Part  int    `json:"part,omitempty"`
+	// StatusSeq is the SMS_STATUS sequence of the submitted event egress
+	// wrote before the entry (0: not known): the receipts stage writes the
+	// final status right after it without reading it back (PublishNext),
+	// and reads only when another event came in between.
+	StatusSeq uint64 `json:"status_seq,omitempty"`
 }
 
 // IDForm says how an SMSC writes its message ids on one side of a link: in

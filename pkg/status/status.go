@@ -160,9 +160,18 @@ const casAttempts = 8
 // earlier one; any other error means nothing is known and the caller should
 // retry (nak).
 func (p *Publisher) Publish(ctx context.Context, ev Event) error {
+	_, err := p.PublishSeq(ctx, ev)
+	return err
+}
+
+// PublishSeq is Publish, and returns the event's sequence in SMS_STATUS: 0
+// when the event was not written (a replay, or a late non-terminal event),
+// so a stage that publishes the message's next event can skip its read
+// (PublishNext after it).
+func (p *Publisher) PublishSeq(ctx context.Context, ev Event) (uint64, error) {
 	msg, msgID, err := encode(ev)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	terminal := Terminal(ev.Status)
 	for range casAttempts {
@@ -171,32 +180,35 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) error {
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:
-			return fmt.Errorf("status: read last of %s: %w", ev.ID, err)
+			return 0, fmt.Errorf("status: read last of %s: %w", ev.ID, err)
 		default:
 			var prev Event
 			if json.Unmarshal(raw.Data, &prev) == nil {
 				if terminal && Terminal(prev.Status) {
-					return ErrAlreadyFinal
+					return 0, ErrAlreadyFinal
 				}
 				if !terminal && rank(ev.Status) < rank(prev.Status) {
 					// Late: "queued" racing egress's "submitted", or a replay.
 					// The history keeps the stages in order, and "submitted"
 					// stays what a redelivery finds.
-					return nil
+					return 0, nil
 				}
 			}
 			last = raw.Sequence
 		}
-		_, err = p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(last))
+		ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(last))
 		if wrongLast(err) {
 			continue // someone wrote in between: look again
 		}
 		if err != nil {
-			return fmt.Errorf("status: publish %s %s: %w", ev.ID, ev.Status, err)
+			return 0, fmt.Errorf("status: publish %s %s: %w", ev.ID, ev.Status, err)
 		}
-		return nil
+		if ack.Duplicate {
+			return 0, nil
+		}
+		return ack.Sequence, nil
 	}
-	return fmt.Errorf("status: publish %s %s: lost the compare-and-set %d times", ev.ID, ev.Status, casAttempts)
+	return 0, fmt.Errorf("status: publish %s %s: lost the compare-and-set %d times", ev.ID, ev.Status, casAttempts)
 }
 
 // ErrNotNext is returned by PublishNext when the message's latest event is
@@ -230,6 +242,20 @@ func (p *Publisher) PublishNext(ctx context.Context, ev Event, after uint64) (ui
 		return 0, ErrNotNext
 	}
 	return ack.Sequence, nil
+}
+
+// PublishAfter writes ev right after the event at sequence after, the one
+// the caller wrote or was told of, without reading it back (PublishNext,
+// one round trip); when after is not known (0), or another event landed in
+// between (or ev was written already), it takes Publish's careful path: a
+// read, then a compare-and-set, which also tells a message already final.
+func (p *Publisher) PublishAfter(ctx context.Context, ev Event, after uint64) error {
+	if after != 0 {
+		if _, err := p.PublishNext(ctx, ev, after); !errors.Is(err, ErrNotNext) {
+			return err
+		}
+	}
+	return p.Publish(ctx, ev)
 }
 
 // encode is ev's message on its subject (At defaults to now) and its

@@ -639,16 +639,17 @@ func (s *Stage) recordSubmitted(ctx context.Context, lo LinkOptions, m envelope.
 		if err := dlr.ArmTimeout(ctx, s.js, ev, s.opts.ReceiptTimeout); err != nil {
 			return err
 		}
-		if err := s.pub.Publish(ctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+		seq, err := s.pub.PublishSeq(ctx, ev)
+		if err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 			return err
 		}
-		return s.indexParts(ctx, lo.Name, m.ID, res.IDs)
+		return s.indexParts(ctx, lo.Name, m.ID, res.IDs, seq)
 	})
 }
 
 // indexParts stores each part's SMSC id in sms_dlr_index, under its
 // canonical form for the link (dlr.CanonicalID), with its part number.
-func (s *Stage) indexParts(ctx context.Context, link, id string, smscIDs []string) error {
+func (s *Stage) indexParts(ctx context.Context, link, id string, smscIDs []string, statusSeq uint64) error {
 	form := dlr.IDText
 	for _, lo := range s.links {
 		if lo.Name == link {
@@ -656,7 +657,7 @@ func (s *Stage) indexParts(ctx context.Context, link, id string, smscIDs []strin
 		}
 	}
 	for i, sid := range smscIDs {
-		entry, _ := json.Marshal(dlr.IndexEntry{ID: id, Parts: len(smscIDs), Part: i + 1})
+		entry, _ := json.Marshal(dlr.IndexEntry{ID: id, Parts: len(smscIDs), Part: i + 1, StatusSeq: statusSeq})
 		if _, err := s.index.Put(ctx, dlr.Key(link, dlr.CanonicalID(sid, form)), entry); err != nil {
 			return fmt.Errorf("index %s: %w", sid, err)
 		}
@@ -693,7 +694,7 @@ func (s *Stage) redelivered(ctx context.Context, lo LinkOptions, m envelope.Mess
 		if err := dlr.ArmTimeout(ctx, s.js, ev, s.opts.ReceiptTimeout); err != nil {
 			return consume.Retry(s.opts.BackoffMin), true, false
 		}
-		if err := s.indexParts(ctx, link, m.ID, strings.Split(ev.SMSCID, ",")); err != nil {
+		if err := s.indexParts(ctx, link, m.ID, strings.Split(ev.SMSCID, ","), 0); err != nil {
 			return consume.Retry(s.opts.BackoffMin), true, false
 		}
 		s.m.redeliveredSubmitted.WithLabelValues(lo.Name).Inc()

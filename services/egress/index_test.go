@@ -35,7 +35,7 @@ func TestIndexPartsNumbersThePartsUnderTheLinksIDForm(t *testing.T) {
 		{"hex1", []string{"00FF", "0A", "ab-1"}, []string{"hex1.255", "hex1.10", "hex1.ab-1"}},
 		{"txt1", []string{"00FF", "0A"}, []string{"txt1.00ff", "txt1.0a"}},
 	} {
-		if err := s.indexParts(ctx, tc.link, "m-"+tc.link, tc.ids); err != nil {
+		if err := s.indexParts(ctx, tc.link, "m-"+tc.link, tc.ids, 7); err != nil {
 			t.Fatal(err)
 		}
 		for i, k := range tc.keys {
@@ -44,7 +44,7 @@ func TestIndexPartsNumbersThePartsUnderTheLinksIDForm(t *testing.T) {
 				t.Fatalf("%s part %d: key %s: %v", tc.link, i+1, k, err)
 			}
 			var v IndexEntry
-			if err := json.Unmarshal(entry.Value(), &v); err != nil || v != (IndexEntry{ID: "m-" + tc.link, Parts: len(tc.ids), Part: i + 1}) {
+			if err := json.Unmarshal(entry.Value(), &v); err != nil || v != (IndexEntry{ID: "m-" + tc.link, Parts: len(tc.ids), Part: i + 1, StatusSeq: 7}) {
 				t.Fatalf("%s: %s = %s (%v), want id m-%s, parts %d, part %d", tc.link, k, entry.Value(), err, tc.link, len(tc.ids), i+1)
 			}
 		}

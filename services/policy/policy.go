@@ -165,24 +165,11 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if err := s.forward(ctx, m, data); err != nil {
 		return s.retry(msg, err)
 	}
-	if err := s.publish(ctx, last, status.Event{ID: m.ID, Status: status.Queued, Stage: "policy", Campaign: m.Campaign, Pool: m.Pool}); err != nil {
+	if err := s.pub.PublishAfter(ctx, status.Event{ID: m.ID, Status: status.Queued, Stage: "policy", Campaign: m.Campaign, Pool: m.Pool}, last); err != nil {
 		return s.retry(msg, err)
 	}
 	s.m.out.WithLabelValues("queued").Inc()
 	return consume.Ack()
-}
-
-// publish writes ev right after the event at sequence last, the one this
-// handler wrote, without reading it back (one round trip); when last is not
-// known (0), or another event landed in between, it takes Publish's careful
-// path (a read, then a compare-and-set).
-func (s *Stage) publish(ctx context.Context, last uint64, ev status.Event) error {
-	if last != 0 {
-		if _, err := s.pub.PublishNext(ctx, ev, last); !errors.Is(err, status.ErrNotNext) {
-			return err
-		}
-	}
-	return s.pub.Publish(ctx, ev)
 }
 
 // maxForwardBytes bounds an encoded envelope on sms.egress.<pool>: SMS_EGRESS
@@ -219,7 +206,7 @@ func (s *Stage) reject(ctx context.Context, msg jetstream.Msg, m envelope.Messag
 // final publishes a terminal status, then acks; a failed publish is retried.
 // It counts the message once it is settled, so a retry does not count twice.
 func (s *Stage) final(ctx context.Context, msg jetstream.Msg, last uint64, ev status.Event, result string) consume.Outcome {
-	if err := s.publish(ctx, last, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
+	if err := s.pub.PublishAfter(ctx, ev, last); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 		return s.retry(msg, err)
 	}
 	s.m.out.WithLabelValues(result).Inc()

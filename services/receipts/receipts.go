@@ -224,7 +224,7 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		ev.Status, ev.SMSCID, ev.Code = st, by.SMSCID, errCode(by.Err)
 		ev.Detail = fmt.Sprintf("stat:%s parts:%d/%d", by.Stat, len(agg.Done), e.Parts) // parts with a final receipt so far
 	}
-	err = s.pub.Publish(ctx, ev)
+	err = s.pub.PublishAfter(ctx, ev, e.StatusSeq) // no read when the submitted event is the latest
 	switch {
 	case errors.Is(err, status.ErrAlreadyFinal):
 		// Final already: by an earlier delivery of this receipt (whose

@@ -483,3 +483,53 @@ func TestRunWithoutItsStreamsIsAnError(t *testing.T) {
 		t.Fatalf("Run = %v, want an error naming %s", err, streams.BucketDLRIndex)
 	}
 }
+
+// The index entry carries the sequence of the submitted event, so the final
+// status is written right after it without a read; when another event came
+// in between (or the sequence is wrong), the careful path still writes it
+// once, and a message already final stays so.
+func TestTheFinalStatusFollowsTheSubmittedEventTheIndexNames(t *testing.T) {
+	h := start(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	index := func(smscID, id string, seq uint64) {
+		t.Helper()
+		v, _ := json.Marshal(dlr.IndexEntry{ID: id, Parts: 1, StatusSeq: seq})
+		if _, err := h.index.Put(ctx, dlr.Key(link, dlr.NormalizeID(smscID)), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, tc := range []struct {
+		name  string
+		off   int64 // added to the submitted event's sequence in the entry
+		extra string
+	}{
+		{name: "the submitted event is the latest", off: 0},
+		{name: "another event came after it", off: 0, extra: status.Queued},
+		{name: "the entry names a wrong sequence", off: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.t = t
+			id, smscID := fmt.Sprintf("01JMSG0000000000000000SEQ%d", i), fmt.Sprintf("q%d", i)
+			seq, err := h.pub.PublishSeq(ctx, status.Event{ID: id, Status: status.Submitted, Stage: "egress", Link: link, SMSCID: smscID, Parts: 1})
+			if err != nil || seq == 0 {
+				t.Fatalf("submitted: seq %d, %v", seq, err)
+			}
+			if tc.extra != "" {
+				if _, err := h.js.Publish(ctx, status.Subject(id), []byte(`{"id":"`+id+`","status":"`+tc.extra+`"}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := h.count(status.Delivered)
+			index(smscID, id, uint64(int64(seq)+tc.off))
+			h.receipt(dlr.Record{Text: text(smscID, "DELIVRD", "000")})
+			h.waitCount(status.Delivered, before+1)
+			h.receipt(dlr.Record{Text: text(smscID, "UNDELIV", "011")}) // a second final receipt loses
+			h.waitCount("duplicate", 1+float64(i))
+			h.drained()
+			if ev := h.onlyTerminal(id); ev.Status != status.Delivered {
+				t.Fatalf("terminal event %+v, want delivered", ev)
+			}
+		})
+	}
+}
