@@ -40,7 +40,7 @@ type benchOptions struct {
 	messages, links, rate, parts, instances, window int
 	receipts, json, pause                           bool
 	natsURL, dataDir, cpuProfile, memProfile        string
-	kind                                            string
+	kind, stages                                    string
 	stall                                           time.Duration
 	rawMessages                                     int
 	sendRate                                        float64
@@ -67,6 +67,7 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.Float64Var(&o.sendRate, "send-rate", 0, "publish at most this many messages per second (0: as fast as possible, a burst)")
 	fs.IntVar(&o.rawMessages, "raw-messages", 0, "messages of the raw JetStream publish loop (0: min(messages, 50000))")
 	fs.StringVar(&o.kind, "kind", "marketing", "kind of every message: marketing (the pool's bulk lane) or transactional (its priority lane)")
+	fs.StringVar(&o.stages, "stages", "policy,egress,receipts", "stages each instance runs, as run's --stages (status,webhooks,http add the indexer, webhooks and dashboard observer)")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -90,6 +91,9 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 		return o, fmt.Errorf("%w: --window must be at least 1", errUsage)
 	case o.kind != "marketing" && o.kind != "transactional":
 		return o, fmt.Errorf("%w: --kind must be marketing or transactional", errUsage)
+	}
+	if _, err := parseStages(o.stages); err != nil {
+		return o, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if o.rawMessages == 0 {
 		o.rawMessages = min(o.messages, 50000)
@@ -221,7 +225,7 @@ func runBench(ctx context.Context, o benchOptions, stderr io.Writer) (res BenchR
 			}
 		}
 	}()
-	stages := map[string]bool{"policy": true, "egress": true, "receipts": true}
+	stages, _ := parseStages(o.stages) // checked by parseBench
 	for i := range o.instances {
 		c := cfg
 		if i > 0 && o.natsURL == "" {

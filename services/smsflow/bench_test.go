@@ -57,7 +57,7 @@ func benchDeliversEveryMessage(t *testing.T, kind string) {
 }
 
 func TestBenchFlagsAreChecked(t *testing.T) {
-	for _, args := range [][]string{{"--messages", "0"}, {"--parts", "11"}, {"--links", "0"}, {"--send-rate", "-1"}, {"--kind", "otp"}, {"extra"}} {
+	for _, args := range [][]string{{"--messages", "0"}, {"--parts", "11"}, {"--links", "0"}, {"--send-rate", "-1"}, {"--kind", "otp"}, {"--stages", "policy,nope"}, {"extra"}} {
 		if _, err := parseBench(args, io.Discard); err == nil {
 			t.Errorf("parseBench(%q) accepted", args)
 		}
