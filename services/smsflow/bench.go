@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -41,6 +42,7 @@ type benchOptions struct {
 	receipts, json, pause                           bool
 	natsURL, dataDir, cpuProfile, memProfile        string
 	kind, stages                                    string
+	natsMonitor, campaign                           string
 	stall                                           time.Duration
 	rawMessages                                     int
 	sendRate                                        float64
@@ -58,11 +60,13 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 	fs.IntVar(&o.instances, "instances", 1, "pipeline instances in this process (policy, egress, receipts each)")
 	fs.IntVar(&o.window, "window", 10, "submits in flight per link and instance")
 	fs.StringVar(&o.natsURL, "nats-url", "", "external NATS server; empty: embedded, on --data-dir")
+	fs.StringVar(&o.natsMonitor, "nats-monitor", "", "with --nats-url: the server's monitoring address (http://host:port, nats-server -m) to report its RSS from /varz")
 	fs.StringVar(&o.dataDir, "data-dir", "", "embedded server's store; empty: a temporary directory, removed after")
 	fs.BoolVar(&o.json, "json", false, "write the results as JSON instead of a table")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phase to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to this file: with --pause when all is queued, else at the end")
 	fs.DurationVar(&o.stall, "stall", 30*time.Second, "give up when no message finishes for this long; the rest count as lost")
+	fs.StringVar(&o.campaign, "campaign", "", "put every message in this campaign (the status indexer then keeps its counters; empty: none)")
 	fs.BoolVar(&o.pause, "pause", false, "pause the links, queue every message, report RSS, then resume (memory test)")
 	fs.Float64Var(&o.sendRate, "send-rate", 0, "publish at most this many messages per second (0: as fast as possible, a burst)")
 	fs.IntVar(&o.rawMessages, "raw-messages", 0, "messages of the raw JetStream publish loop (0: min(messages, 50000))")
@@ -91,6 +95,8 @@ func parseBench(args []string, stderr io.Writer) (benchOptions, error) {
 		return o, fmt.Errorf("%w: --window must be at least 1", errUsage)
 	case o.kind != "marketing" && o.kind != "transactional":
 		return o, fmt.Errorf("%w: --kind must be marketing or transactional", errUsage)
+	case o.natsMonitor != "" && o.natsURL == "":
+		return o, fmt.Errorf("%w: --nats-monitor is for an external server (--nats-url); the embedded one is in this process's RSS", errUsage)
 	}
 	if _, err := parseStages(o.stages); err != nil {
 		return o, fmt.Errorf("%w: %v", errUsage, err)
@@ -128,9 +134,21 @@ type BenchResult struct {
 	DoubleFinal      int            `json:"double_final"`      // messages with more than one terminal event
 	Statuses         map[string]int `json:"final_statuses"`
 
-	CPUSecPer1000 float64 `json:"cpu_sec_per_1000"` // whole process: pipeline, NATS server, simulators, load
+	// Memory. This process holds the pipeline, the simulators, the bench's
+	// tracker (32 bytes a message) and, unless --nats-url, the NATS server.
+	EmbeddedNATS  bool    `json:"embedded_nats"`
+	CPUSecPer1000 float64 `json:"cpu_sec_per_1000"` // whole process: pipeline, NATS server (embedded), simulators, load
 	PeakRSSMB     float64 `json:"peak_rss_mb"`
 	PausedRSSMB   float64 `json:"paused_rss_mb,omitempty"` // with --pause: RSS with every message queued
+	// With --pause: RSS just before the first message was sent, and the Go
+	// heap in use after a collection with every message queued (RSS less the
+	// collector's headroom and memory not yet returned to the OS).
+	StartRSSMB   float64 `json:"start_rss_mb,omitempty"`
+	PausedHeapMB float64 `json:"paused_heap_mb,omitempty"`
+	// With --nats-monitor: the external server's RSS (/varz mem), sampled
+	// every half second, and with every message queued.
+	ServerPeakRSSMB   float64 `json:"server_peak_rss_mb,omitempty"`
+	ServerPausedRSSMB float64 `json:"server_paused_rss_mb,omitempty"`
 
 	RawPublishPerSec float64 `json:"raw_publish_per_sec"` // JetStream file-storage publish loop, same size
 	Ratio            float64 `json:"pipeline_to_raw"`     // submitted_per_sec / raw_publish_per_sec
@@ -285,6 +303,12 @@ func runBench(ctx context.Context, o benchOptions, stderr io.Writer) (res BenchR
 		}
 		defer pprof.StopCPUProfile()
 	}
+	var server *serverMem
+	if o.natsMonitor != "" {
+		server = watchServerMem(ctx, o.natsMonitor)
+		defer server.stop()
+	}
+	res.StartRSSMB = currentRSSMB()
 	cpu0 := cpuSeconds()
 	start := time.Now()
 	if err := b.send(ctx, js); err != nil {
@@ -293,6 +317,10 @@ func runBench(ctx context.Context, o benchOptions, stderr io.Writer) (res BenchR
 	if o.pause {
 		if res.PausedRSSMB, err = b.waitQueued(ctx); err != nil {
 			return res, err
+		}
+		res.PausedHeapMB = heapInUseMB()
+		if server != nil {
+			res.ServerPausedRSSMB = server.current()
 		}
 		if err := writeHeapProfile(o.memProfile); err != nil {
 			return res, err
@@ -312,6 +340,12 @@ func runBench(ctx context.Context, o benchOptions, stderr io.Writer) (res BenchR
 		}
 	}
 	b.fill(&res, cpu)
+	if server != nil {
+		res.ServerPeakRSSMB = server.stop()
+	}
+	if !o.pause {
+		res.StartRSSMB = 0 // only a --pause run says what the queue costs
+	}
 	return res, nil
 }
 
@@ -416,7 +450,11 @@ func (b *bench) id(n int) string    { return "bench-" + b.runID + "-" + strconv.
 func benchDest(n int) string        { return fmt.Sprintf("+4206%08d", n) }
 func benchText(n, parts int) string { return benchFill(fmt.Sprintf("bench %d ", n), parts) }
 func (b *bench) envelope(n int) []byte {
-	data, _ := json.Marshal(map[string]string{"id": b.id(n), "to": benchDest(n), "text": benchText(n, b.o.parts), "kind": b.o.kind})
+	m := map[string]string{"id": b.id(n), "to": benchDest(n), "text": benchText(n, b.o.parts), "kind": b.o.kind}
+	if b.o.campaign != "" {
+		m["campaign"] = b.o.campaign
+	}
+	data, _ := json.Marshal(m)
 	return data
 }
 
@@ -522,6 +560,7 @@ func (b *bench) fill(res *BenchResult, cpu float64) {
 	o := b.o
 	res.Messages, res.Links, res.Parts, res.Instances, res.Receipts = o.messages, o.links, o.parts, o.instances, o.receipts
 	res.Kind = o.kind
+	res.EmbeddedNATS = o.natsURL == ""
 	s := b.track.snapshot()
 	res.Statuses = s.final
 	res.Lost = o.messages - s.done
@@ -660,6 +699,90 @@ func writeHeapProfile(path string) error {
 	return f.Close()
 }
 
+// perMessage is mb megabytes spread over n messages, in bytes.
+func perMessage(mb float64, n int) float64 { return mb * (1 << 20) / float64(max(n, 1)) }
+
+// heapInUseMB is this process's Go heap in use right after a collection.
+func heapInUseMB() float64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapInuse) / (1 << 20)
+}
+
+// serverMem samples an external NATS server's resident memory from its
+// monitoring endpoint (/varz "mem", bytes) every half second.
+type serverMem struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	last, max float64
+}
+
+func watchServerMem(ctx context.Context, monitor string) *serverMem {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &serverMem{cancel: cancel, done: make(chan struct{})}
+	url := strings.TrimSuffix(monitor, "/") + "/varz"
+	client := &http.Client{Timeout: 2 * time.Second}
+	go func() {
+		defer close(m.done)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if mb, err := varzMemMB(ctx, client, url); err == nil {
+				m.mu.Lock()
+				m.last, m.max = mb, max(m.max, mb)
+				m.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return m
+}
+
+// current is the latest sample in MB (0: none yet).
+func (m *serverMem) current() float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last
+}
+
+// stop ends the sampling and returns the peak in MB; it may be called again.
+func (m *serverMem) stop() float64 {
+	m.cancel()
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.max
+}
+
+func varzMemMB(ctx context.Context, client *http.Client, url string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	var v struct {
+		Mem int64 `json:"mem"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return 0, fmt.Errorf("%s: %w", url, err)
+	}
+	return float64(v.Mem) / (1 << 20), nil
+}
+
 // currentRSSMB reads the resident set from /proc/self/statm (Linux).
 func currentRSSMB() float64 {
 	b, err := os.ReadFile("/proc/self/statm")
@@ -731,9 +854,21 @@ func printBench(w io.Writer, r BenchResult) {
 	fmt.Fprintf(tw, "lost (not done) / double final\t%d / %d\n", r.Lost, r.DoubleFinal)
 	fmt.Fprintf(tw, "final statuses\t%v\n", r.Statuses)
 	fmt.Fprintf(tw, "CPU per 1000 messages\t%.3f s (whole process)\n", r.CPUSecPer1000)
-	fmt.Fprintf(tw, "peak RSS\t%.0f MB\n", r.PeakRSSMB)
+	what := "pipeline, NATS server external"
+	if r.EmbeddedNATS {
+		what = "pipeline + embedded NATS"
+	}
+	fmt.Fprintf(tw, "peak RSS (%s)\t%.0f MB\n", what, r.PeakRSSMB)
 	if r.PausedRSSMB > 0 {
-		fmt.Fprintf(tw, "RSS with all queued (paused)\t%.0f MB\n", r.PausedRSSMB)
+		fmt.Fprintf(tw, "RSS with all queued (%s)\t%.0f MB (%.0f MB before sending: %.0f bytes per queued message); Go heap after GC %.0f MB\n",
+			what, r.PausedRSSMB, r.StartRSSMB, perMessage(r.PausedRSSMB-r.StartRSSMB, r.Messages), r.PausedHeapMB)
+	}
+	if r.ServerPeakRSSMB > 0 {
+		fmt.Fprintf(tw, "NATS server RSS (/varz)\tpeak %.0f MB", r.ServerPeakRSSMB)
+		if r.ServerPausedRSSMB > 0 {
+			fmt.Fprintf(tw, ", all queued %.0f MB", r.ServerPausedRSSMB)
+		}
+		fmt.Fprintln(tw)
 	}
 	fmt.Fprintf(tw, "elapsed\t%.1f s\n", r.Elapsed)
 	tw.Flush()
