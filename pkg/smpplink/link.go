@@ -59,6 +59,9 @@ type Config struct {
 	// DeliverQueue is how many deliver_sm a bind holds while Deliver is
 	// storing an earlier one; DeliverQueue when 0.
 	DeliverQueue int
+	// DeliverStorers is how many deliver_sm a bind has Deliver store at
+	// once; DeliverStorers when 0.
+	DeliverStorers int
 }
 
 // BindMode is how a session binds.
@@ -131,6 +134,9 @@ func Open(cfg Config, deliver Deliver, log *slog.Logger) *Link {
 	if cfg.Split == "" {
 		cfg.Split = SplitUDH
 	}
+	if cfg.DeliverStorers <= 0 {
+		cfg.DeliverStorers = DeliverStorers
+	}
 	if cfg.DeliverQueue <= 0 {
 		cfg.DeliverQueue = DeliverQueue
 	}
@@ -180,7 +186,7 @@ var errSessionLost = errors.New("smpp session lost")
 func (l *Link) newConn(s *slot) *session {
 	c := &session{addr: l.cfg.Addr, tls: l.cfg.TLS, user: l.cfg.SystemID, passwd: l.cfg.Password,
 		systemType: l.cfg.SystemType, enquireLink: l.cfg.EnquireLink, respTimeout: l.cfg.RespTimeout,
-		queue: l.cfg.DeliverQueue}
+		queue: l.cfg.DeliverQueue, storers: l.cfg.DeliverStorers}
 	switch {
 	case s.rx:
 		c.kind = bindRX

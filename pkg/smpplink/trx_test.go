@@ -129,6 +129,7 @@ func TestATrxLinkReadsSubmitRespsWhileAReceiptIsBeingStored(t *testing.T) {
 	s := newStore(sim)
 	cfg := config(sim.Addr())
 	cfg.Window, cfg.RespTimeout = 8, time.Second
+	cfg.DeliverStorers = 1 // one receipt in the blocked handler, the others queued
 	l := openDeliver(t, cfg, s.deliver, nil)
 
 	const n = 40
@@ -174,7 +175,7 @@ func TestAReceiptNotStoredOrNotQueuedIsRefusedAndComesAgain(t *testing.T) {
 		return nil
 	}
 	cfg := config(sim.Addr())
-	cfg.DeliverQueue = 2
+	cfg.DeliverQueue, cfg.DeliverStorers = 2, 1
 	l := openDeliver(t, cfg, s.deliver, nil)
 	const n = 10
 	ids := submitN(t, l, 0, n)
@@ -195,4 +196,33 @@ func TestAReceiptNotStoredOrNotQueuedIsRefusedAndComesAgain(t *testing.T) {
 			t.Errorf("receipt of %s handled %d times, want at least 2 (its first store failed)", id, s.calls[id])
 		}
 	}
+}
+
+// A bind stores DeliverStorers receipts at once (one publish at a time
+// capped a bind below what a 2,000/s link receives), and answers none of
+// them before its own store returns.
+func TestABindStoresSeveralReceiptsAtOnce(t *testing.T) {
+	sim := smscsim.NewServer(t, creds(smscsim.Options{}))
+	s := newStore(sim)
+	cfg := config(sim.Addr())
+	cfg.Window, cfg.DeliverStorers = 8, 4
+	l := openDeliver(t, cfg, s.deliver, nil)
+	const n = 12
+	ids := submitN(t, l, 0, n)
+	natstest.Eventually(t, wait, "want 4 receipts in the blocked handler at once", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.entered == 4
+	})
+	time.Sleep(100 * time.Millisecond) // room for a fifth, or an early answer
+	s.mu.Lock()
+	entered := s.entered
+	s.mu.Unlock()
+	if entered != 4 || sim.ReceiptsAcked() != 0 {
+		t.Fatalf("while the store is blocked: %d handlers entered, %d receipts acknowledged; want 4 and 0", entered, sim.ReceiptsAcked())
+	}
+	close(s.release)
+	natstest.Eventually(t, wait, fmt.Sprintf("want %d receipts acknowledged", n), func() bool { return sim.ReceiptsAcked() == n })
+	time.Sleep(100 * time.Millisecond) // room for a receipt handled twice
+	s.checkStoredOnce(t, ids)
 }
