@@ -77,10 +77,10 @@ func TestPacingHoldsTheRateWithOneAndThreeInstances(t *testing.T) {
 					t.Errorf("achieved %.1f submits/s over the busy period (%d in %v), want >= 98%% of %d (PACING_STRICT)",
 						got.achieved(), got.accepted, got.busy(), rate)
 				}
-				if !t.Failed() {
-					stopAll(ps)
-					logPacingStats(t, ps)
-				}
+				// The stats say where a shortfall went (slots wasted waking
+				// late, or never asked for): logged whatever the verdict.
+				stopAll(ps)
+				logPacingStats(t, ps)
 			})
 		}
 	}
