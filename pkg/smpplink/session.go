@@ -3,6 +3,7 @@ package smpplink
 import (
 	"crypto/tls"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,11 +190,13 @@ func (r *session) serve(c smpp.Conn, wg *sync.WaitGroup) error {
 			}
 		}
 	})
-	var queue chan pdu.Body
+	var queues []chan pdu.Body
 	if r.handler != nil {
-		queue = make(chan pdu.Body, max(r.queue, 1))
-		for range max(r.storers, 1) {
-			wg.Go(func() { r.store(queue, done) })
+		n := max(r.storers, 1)
+		queues = make([]chan pdu.Body, n)
+		for i := range queues {
+			queues[i] = make(chan pdu.Body, max(r.queue/n, 1))
+			wg.Go(func() { r.store(queues[i], done) })
 		}
 	}
 	for {
@@ -207,9 +210,9 @@ func (r *session) serve(c smpp.Conn, wg *sync.WaitGroup) error {
 		}
 		h := p.Header()
 		switch {
-		case h.ID == pdu.DeliverSMID && queue != nil:
+		case h.ID == pdu.DeliverSMID && queues != nil:
 			select {
-			case queue <- p:
+			case queues[storerOf(p, len(queues))] <- p:
 			default:
 				// The queue is full: the store is far behind (NATS away for
 				// long). Holding the read loop here would hold the
@@ -246,16 +249,30 @@ func (r *session) serve(c smpp.Conn, wg *sync.WaitGroup) error {
 // store (a JetStream publish and its ack) capped a bind at about 2,000
 // receipts a second on a 2-core machine, under what a 2,000/s link sends:
 // the queue filled, and the SMSC was told to send over a hundred thousand
-// receipts again in a 20,000-message run. Stored side by side, receipts of
-// one message may land out of the order read; the receipts stage keeps the
-// first final one whatever the order, and intermediate ones change nothing.
+// receipts again in a 20,000-message run. A sender's deliver_sm keep their
+// order (storerOf).
 const DeliverStorers = 8
 
-// store hands each deliver_sm in queue to handler and answers it once
-// handler has returned: status 0 when stored, ESME_RX_T_APPN when not.
-// Config.DeliverStorers of them share the queue. It stops when the connection ends
-// (done): what is still queued was never answered, so the SMSC sends it
-// again on the next bind.
+// storerOf is the storer of deliver_sm p among n: by its source address, so
+// that one sender's messages (an MO STOP, then START) and one recipient's
+// receipts are stored in the order read.
+func storerOf(p pdu.Body, n int) int {
+	if n == 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	if f := p.Fields()[pdufield.SourceAddr]; f != nil {
+		_, _ = h.Write(f.Bytes())
+	}
+	return int(h.Sum32() % uint32(n))
+}
+
+// store hands each deliver_sm in its queue to handler, in the order read,
+// and answers it once handler has returned: status 0 when stored,
+// ESME_RX_T_APPN when not. Config.DeliverStorers of them run, each with its
+// share of the queue. It stops when the connection ends (done): what is
+// still queued was never answered, so the SMSC sends it again on the next
+// bind.
 func (r *session) store(queue <-chan pdu.Body, done <-chan struct{}) {
 	for {
 		select {
