@@ -18,10 +18,7 @@ func TestAPausedLinkSendsNothingUntilItIsResumed(t *testing.T) {
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := e.bucket(streams.BucketLinks)
 	if err := linkstate.SetPaused(ctx, kv, link, true, "maintenance"); err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +70,7 @@ func TestAPauseStopsWhatAFetchUnderWayBrings(t *testing.T) {
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := e.bucket(streams.BucketLinks)
 	r := e.run(e.linkOpts(100, 10, 4), fastRetries(5))
 	natstest.Eventually(t, wait, "want the link bound", func() bool { return testutil.ToFloat64(r.m.bound.WithLabelValues(link)) == 1 })
 	time.Sleep(100 * time.Millisecond) // the workers are in their fetch, the lanes empty
@@ -106,10 +100,7 @@ func TestMalformedControlIsIgnoredAndTheLinkKeepsRunning(t *testing.T) {
 	e := newEnv(t, smscsim.Options{NoReceipts: true})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kv, err := e.js.KeyValue(ctx, streams.BucketLinks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := e.bucket(streams.BucketLinks)
 	if _, err := kv.Put(ctx, linkstate.ControlKey(link), []byte("pause please")); err != nil {
 		t.Fatal(err)
 	}

@@ -312,28 +312,28 @@ func (s *Stage) worker(ctx, hctx context.Context, w *linkWork) {
 		// A free worker takes a transactional message as soon as the
 		// priority feeder has one, even while its bulk ask is open (the
 		// bulk message, if one comes, waits in the buffered answer).
-		var msg jetstream.Msg
+		var pm jetstream.Msg
+		var a fed
 		w.idle.Add(1)
 		select {
-		case pm := <-w.prio:
-			w.idle.Add(-1)
+		case pm = <-w.prio:
+		case a = <-asked:
+			asked = nil
+		case <-ctx.Done():
+		}
+		w.idle.Add(-1)
+		if pm != nil {
 			s.process(ctx, hctx, w, pm, false)
 			continue
-		case a := <-asked:
-			w.idle.Add(-1)
-			asked = nil
-			if a.err != nil {
-				if ctx.Err() == nil {
-					w.log.Warn("fetch failed", "err", a.err)
-					sleep(ctx, time.Second)
-				}
-				continue
+		}
+		if a.err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("fetch failed", "err", a.err)
+				sleep(ctx, time.Second)
 			}
-			msg = a.msg
-		case <-ctx.Done():
-			w.idle.Add(-1)
 			continue
 		}
+		msg := a.msg
 		if msg == nil {
 			continue
 		}
@@ -547,7 +547,7 @@ func (s *Stage) prepare(ctx context.Context, lo LinkOptions, msg jetstream.Msg, 
 	// A first delivery of a message this process handled before is one the
 	// server forgot it had delivered (it restarted): it is checked like a
 	// redelivery, as are the first ones after an unclean stop (firstCheck).
-	seen := attempt == 1 && s.seen(m.ID)
+	seen := s.seen(m.ID) && attempt == 1 // every delivery is remembered
 	risky := false
 	checked := attempt == 1 && !seen && s.firstCheck(msg.Subject())
 	if suspect := seen || checked; attempt > 1 || suspect {

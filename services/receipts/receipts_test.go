@@ -81,11 +81,16 @@ func (h *harness) run(opts Options) {
 }
 
 // indexed writes the sms_dlr_index entry egress writes after a submit.
-func (h *harness) indexed(smscID, msgID string) {
+func (h *harness) indexed(smscID, msgID string) { h.indexedAfter(smscID, msgID, 0) }
+
+// indexedAfter is indexed with the sequence of the message's submitted
+// event in the entry (0: none).
+func (h *harness) indexedAfter(smscID, msgID string, statusSeq uint64) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	if _, err := h.index.Put(ctx, dlr.Key(link, dlr.NormalizeID(smscID)), []byte(`{"id":"`+msgID+`","parts":1}`)); err != nil {
+	v, _ := json.Marshal(dlr.IndexEntry{ID: msgID, Parts: 1, StatusSeq: statusSeq})
+	if _, err := h.index.Put(ctx, dlr.Key(link, dlr.NormalizeID(smscID)), v); err != nil {
 		h.t.Fatalf("index %s: %v", smscID, err)
 	}
 }
@@ -492,13 +497,6 @@ func TestTheFinalStatusFollowsTheSubmittedEventTheIndexNames(t *testing.T) {
 	h := start(t, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	index := func(smscID, id string, seq uint64) {
-		t.Helper()
-		v, _ := json.Marshal(dlr.IndexEntry{ID: id, Parts: 1, StatusSeq: seq})
-		if _, err := h.index.Put(ctx, dlr.Key(link, dlr.NormalizeID(smscID)), v); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for i, tc := range []struct {
 		name  string
 		off   int64 // added to the submitted event's sequence in the entry
@@ -521,7 +519,7 @@ func TestTheFinalStatusFollowsTheSubmittedEventTheIndexNames(t *testing.T) {
 				}
 			}
 			before := h.count(status.Delivered)
-			index(smscID, id, uint64(int64(seq)+tc.off))
+			h.indexedAfter(smscID, id, uint64(int64(seq)+tc.off))
 			h.receipt(dlr.Record{Text: text(smscID, "DELIVRD", "000")})
 			h.waitCount(status.Delivered, before+1)
 			h.receipt(dlr.Record{Text: text(smscID, "UNDELIV", "011")}) // a second final receipt loses

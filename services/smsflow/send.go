@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/smsflow/smsflow/pkg/status"
 )
 
 // sendOptions are the flags of `smsflow send`.
@@ -320,14 +322,6 @@ func dryRun(ctx context.Context, c *apiClient, o sendOptions, rows []sendRow, st
 	return nil
 }
 
-// campaignAnswer is GET /v1/campaigns/{campaign}.
-type campaignAnswer struct {
-	Campaign string         `json:"campaign"`
-	Total    int            `json:"total"`
-	Counts   map[string]int `json:"counts"`
-	Terminal int            `json:"terminal"`
-}
-
 // follow polls the campaign until every queued message is final.
 func follow(ctx context.Context, c *apiClient, o sendOptions, want int, stdout, stderr io.Writer) error {
 	if o.followFor > 0 {
@@ -353,12 +347,12 @@ func follow(ctx context.Context, c *apiClient, o sendOptions, want int, stdout, 
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
 			return fmt.Errorf("--follow: the API at %s has no campaign progress (GET /v1/campaigns/{campaign} answered %d); the messages are queued", c.base, resp.StatusCode)
 		}
-		var a campaignAnswer
+		var a status.CampaignCounts // GET /v1/campaigns/{campaign}
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(raw, &a) != nil {
 			return fmt.Errorf("--follow: GET %s answered %d: %.200s", u, resp.StatusCode, raw)
 		}
-		_ = bar.Set(a.Terminal)
-		if a.Terminal >= want {
+		_ = bar.Set(int(a.Terminal))
+		if a.Terminal >= int64(want) {
 			_ = bar.Finish()
 			fmt.Fprintf(stdout, "campaign %s: %d of %d final %v\n", o.campaign, a.Terminal, a.Total, a.Counts)
 			return nil
