@@ -2,7 +2,6 @@ package dlr
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -34,7 +33,7 @@ func TimerDueSubject(id string) string { return "sms.receipt_timer.due." + id }
 // @at takes whole seconds: it never fires early), a copy of ev lands on
 // TimerDueSubject. A time already past fires at once.
 func ArmTimeout(ctx context.Context, js jetstream.JetStream, ev status.Event, timeout time.Duration) error {
-	data, err := json.Marshal(ev)
+	data, err := status.EncodeEvent(ev)
 	if err != nil {
 		return fmt.Errorf("receipt timer of %s: %w", ev.ID, err)
 	}

@@ -13,7 +13,6 @@ package status
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -182,8 +181,7 @@ func (p *Publisher) PublishSeq(ctx context.Context, ev Event) (uint64, error) {
 		case err != nil:
 			return 0, fmt.Errorf("status: read last of %s: %w", ev.ID, err)
 		default:
-			var prev Event
-			if json.Unmarshal(raw.Data, &prev) == nil {
+			if prev, err := DecodeEvent(raw.Data); err == nil {
 				if terminal && Terminal(prev.Status) {
 					return 0, ErrAlreadyFinal
 				}
@@ -264,9 +262,9 @@ func encode(ev Event) (*nats.Msg, string, error) {
 	if ev.At.IsZero() {
 		ev.At = time.Now().UTC()
 	}
-	data, err := json.Marshal(ev)
+	data, err := EncodeEvent(ev)
 	if err != nil {
-		return nil, "", fmt.Errorf("status: encode: %w", err)
+		return nil, "", err
 	}
 	msgID := eventMsgID(ev)
 	if Terminal(ev.Status) {
@@ -306,9 +304,9 @@ func decodeOne(raw *jetstream.RawStreamMsg, err error, what, id string) (Event, 
 	if err != nil {
 		return Event{}, fmt.Errorf("status: %s of %s: %w", what, id, err)
 	}
-	var ev Event
-	if err := json.Unmarshal(raw.Data, &ev); err != nil {
-		return Event{}, fmt.Errorf("status: decode %s of %s: %w", what, id, err)
+	ev, err := DecodeEvent(raw.Data)
+	if err != nil {
+		return Event{}, fmt.Errorf("status: %s of %s: %w", what, id, err)
 	}
 	return ev, nil
 }
@@ -327,8 +325,7 @@ func (p *Publisher) History(ctx context.Context, id string, max int) ([]Event, e
 		if err != nil {
 			return out, fmt.Errorf("status: history of %s: %w", id, err)
 		}
-		var ev Event
-		if json.Unmarshal(raw.Data, &ev) == nil {
+		if ev, err := DecodeEvent(raw.Data); err == nil {
 			out = append(out, ev)
 		}
 		seq = raw.Sequence + 1

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -202,8 +201,8 @@ func (o *Observer) consume(ctx context.Context, next *uint64) error {
 		if md, err := msg.Metadata(); err == nil {
 			*next = md.Sequence.Stream + 1
 		}
-		var ev status.Event
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == "" || ev.Status == "" {
+		ev, err := status.DecodeEvent(msg.Data())
+		if err != nil || ev.ID == "" || ev.Status == "" {
 			o.m.undecoded.Inc()
 			continue
 		}

@@ -15,7 +15,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -102,8 +101,8 @@ func (a *API) cancelScheduled(ctx context.Context, id string) (status.Event, err
 		case err != nil:
 			return status.Event{}, fmt.Errorf("cancel %s: read status: %w", id, err)
 		default:
-			if err := json.Unmarshal(raw.Data, &prev); err != nil {
-				return status.Event{}, fmt.Errorf("cancel %s: decode status: %w", id, err)
+			if prev, err = status.DecodeEvent(raw.Data); err != nil {
+				return status.Event{}, fmt.Errorf("cancel %s: %w", id, err)
 			}
 			if prev.Status != status.Scheduled {
 				return prev, errNotScheduled
@@ -112,7 +111,7 @@ func (a *API) cancelScheduled(ctx context.Context, id string) (status.Event, err
 		}
 		ev := status.Event{ID: id, Status: status.Rejected, Reason: status.ReasonCancelled, Detail: "cancelled before its send_at",
 			At: a.now().UTC(), Stage: "ingest", Campaign: prev.Campaign}
-		data, err := json.Marshal(ev)
+		data, err := status.EncodeEvent(ev)
 		if err != nil {
 			return status.Event{}, err
 		}

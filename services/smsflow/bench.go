@@ -923,8 +923,8 @@ func (t *tracker) stop() {
 }
 
 func (t *tracker) handle(m jetstream.Msg) {
-	var ev status.Event
-	if json.Unmarshal(m.Data(), &ev) != nil {
+	ev, err := status.DecodeEvent(m.Data())
+	if err != nil {
 		return
 	}
 	n, err := strconv.Atoi(strings.TrimPrefix(ev.ID, t.prefix))

@@ -29,7 +29,6 @@ package statusindex
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -147,8 +146,8 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 	if err != nil {
 		return consume.Term("no metadata: " + err.Error())
 	}
-	var ev status.Event
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == "" || msg.Subject() != status.Subject(ev.ID) {
+	ev, err := status.DecodeEvent(msg.Data())
+	if err != nil || ev.ID == "" || msg.Subject() != status.Subject(ev.ID) {
 		s.m.events.WithLabelValues("invalid").Inc()
 		s.log.Warn("status event unreadable, skipped", "seq", md.Sequence.Stream, "subject", msg.Subject(), "err", err)
 		return consume.Term("invalid status event")
@@ -201,7 +200,7 @@ func (s *Stage) read(ctx context.Context, id string) (entry, error) {
 	}
 	e.seq, _ = strconv.ParseUint(raw.Header.Get(HeaderSeq), 10, 64)
 	e.from = raw.Header.Get(HeaderFrom)
-	if json.Unmarshal(raw.Data, &e.ev) != nil {
+	if e.ev, err = status.DecodeEvent(raw.Data); err != nil {
 		e.ev = status.Event{} // not ours (written by hand): replaced as if new
 	}
 	return e, nil
@@ -255,7 +254,7 @@ func (s *Stage) apply(ctx context.Context, seq uint64, ev status.Event) (string,
 		if cur.seq != 0 {
 			next.from = cur.ev.Status // an entry not written here has no counts to move
 		}
-		data, err := json.Marshal(ev)
+		data, err := status.EncodeEvent(ev)
 		if err != nil {
 			return "", err
 		}

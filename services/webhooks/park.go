@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -102,7 +101,7 @@ func (s *Stage) handleDue(ctx context.Context, msg jetstream.Msg) consume.Outcom
 		e.at, err = time.Parse(time.RFC3339Nano, h.Get(hdrStatusAt))
 	}
 	if err == nil {
-		err = json.Unmarshal(e.data, &e.ev)
+		e.ev, err = status.DecodeEvent(e.data)
 	}
 	if err != nil || e.ev.ID == "" || msg.Subject() != DueSubject(e.seq) || !status.IsStatus(e.ev.Status) {
 		s.m.events.WithLabelValues("invalid").Inc()

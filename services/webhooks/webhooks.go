@@ -31,7 +31,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -212,7 +211,8 @@ func (s *Stage) handle(ctx context.Context, msg jetstream.Msg) consume.Outcome {
 		return consume.Term("no metadata: " + err.Error())
 	}
 	e := event{seq: md.Sequence.Stream, at: md.Timestamp, data: msg.Data()}
-	if err := json.Unmarshal(e.data, &e.ev); err != nil || e.ev.ID == "" || msg.Subject() != status.Subject(e.ev.ID) {
+	e.ev, err = status.DecodeEvent(e.data)
+	if err != nil || e.ev.ID == "" || msg.Subject() != status.Subject(e.ev.ID) {
 		s.m.events.WithLabelValues("invalid").Inc()
 		s.log.Warn("status event unreadable, not sent", "seq", e.seq, "subject", msg.Subject(), "err", err)
 		return consume.Term("invalid status event")
@@ -346,7 +346,7 @@ func (s *Stage) nextAfter(ctx context.Context, id string, done, upTo uint64) (ev
 			return event{}, fmt.Errorf("status event of %s at %d is gone", id, upTo)
 		}
 		e := event{seq: raw.Sequence, at: raw.Time, data: raw.Data}
-		if json.Unmarshal(raw.Data, &e.ev) == nil && status.IsStatus(e.ev.Status) {
+		if e.ev, err = status.DecodeEvent(raw.Data); err == nil && status.IsStatus(e.ev.Status) {
 			return e, nil
 		}
 		seq = raw.Sequence + 1
