@@ -146,9 +146,23 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, opts Options) 
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(opts.Grace, hcancel) })
 	defer stop()
 
-	sem := make(chan struct{}, opts.Concurrency)
+	// A fixed set of handler goroutines, not one per message: a goroutine's
+	// stack starts small, and every new one grew it again on the first
+	// decode (a twentieth of the CPU at 2,000 messages a second).
+	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
+	for range opts.Concurrency {
+		wg.Go(func() {
+			for msg := range work {
+				o := safely(hctx, h, msg, log)
+				if err := Settle(msg, o); err != nil {
+					log.Warn("settle failed", "outcome", o.String(), "err", err)
+				}
+			}
+		})
+	}
 	defer wg.Wait()
+	defer close(work)
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(opts.Batch, jetstream.FetchMaxWait(opts.MaxWait))
 		if err != nil {
@@ -160,23 +174,15 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, opts Options) 
 			continue
 		}
 		for msg := range batch.Messages() {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-			}
-			if ctx.Err() != nil {
-				// Shutting down: give it back at once rather than after the ack wait.
-				_ = msg.Nak()
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				o := safely(hctx, h, msg, log)
-				if err := Settle(msg, o); err != nil {
-					log.Warn("settle failed", "outcome", o.String(), "err", err)
+			if ctx.Err() == nil {
+				select {
+				case work <- msg:
+					continue
+				case <-ctx.Done():
 				}
-			}()
+			}
+			// Shutting down: give it back at once rather than after the ack wait.
+			_ = msg.Nak()
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
 			log.Debug("fetch ended", "err", err)
