@@ -168,6 +168,27 @@ func awaitTerminal(l *statusLog, d time.Duration, ids []string) bool {
 	}
 }
 
+// awaitAccepted waits until the simulators together accepted n submits, or
+// d passed; checkOnce and checkEndings then say what is missing.
+func awaitAccepted(t *testing.T, sims []*smscsim.Server, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got := 0
+		for _, sim := range sims {
+			got += sim.Accepted()
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("after %v the SMSC accepted %d of %d submits", d, got, n)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // checkEndings fails the test unless each id ended in exactly one terminal
 // status, delivered; it reports totals and a few examples, not one line per
 // message.

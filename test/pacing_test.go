@@ -49,7 +49,6 @@ func TestPacingHoldsTheRateWithOneAndThreeInstances(t *testing.T) {
 				link := pacedLink{name: "l1", sim: sim, rate: rate, burst: 1, window: max(10, rate/10), bindMode: "tx_rx"}
 				ps := startPacing(t, []pacedLink{link}, instances)
 				_, js := ps[0].connect()
-				log := watchStatuses(t, js)
 
 				n := rate * 10
 				ideal := time.Duration(n) * time.Second / time.Duration(rate)
@@ -61,6 +60,11 @@ func TestPacingHoldsTheRateWithOneAndThreeInstances(t *testing.T) {
 				resume := pauseUntilQueued(t, js, ps, []string{"l1"}, []*smscsim.Server{sim}, n)
 				ids := publishPaced(t, js, fmt.Sprintf("p%dx%d", rate, instances), n)
 				resumed := resume()
+				// The statuses are read once the SMSC has every submit: a
+				// watcher decoding four events a message while the link runs
+				// would take CPU from the pipeline being timed, on two cores.
+				awaitAccepted(t, []*smscsim.Server{sim}, n, within)
+				log := watchStatuses(t, js)
 				done := awaitTerminal(log, within, ids)
 
 				// The busy period starts at the resume: the one or two
