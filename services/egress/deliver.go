@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"log/slog"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/mo"
@@ -47,10 +49,22 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 			return nil // the same PDU again would fail the same way
 		}
 		msg := &nats.Msg{Subject: subject, Data: data}
+		// Every attempt carries the same Nats-Msg-Id: one that timed out may
+		// still land (its ack lost), and JetStream drops a later attempt's
+		// copy within the stream's duplicate window (SMS_DLR, SMS_INBOUND: 2 min).
+		id := jetstream.WithMsgID("deliver-" + rand.Text())
 		for attempt := 1; ; attempt++ {
-			ctx, cancel := context.WithTimeout(bind, 5*time.Second)
-			_, err := s.js.PublishMsg(ctx, msg)
-			cancel()
+			// While disconnected, nats.go keeps a publish and sends it on
+			// reconnect, whether anyone still waits for its ack or not: one
+			// per attempt of a store that may have given up since (its bind
+			// ended), landing beside the copy the next bind stores. So no
+			// attempt is made until the connection is back.
+			err := nats.ErrDisconnected
+			if s.js.Conn().IsConnected() {
+				ctx, cancel := context.WithTimeout(bind, 5*time.Second)
+				_, err = s.js.PublishMsg(ctx, msg, id)
+				cancel()
+			}
 			if err == nil {
 				stored.WithLabelValues(link).Inc()
 				return nil
