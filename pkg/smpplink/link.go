@@ -78,7 +78,13 @@ const (
 // stores the PDU durably before returning nil ("stored before
 // acknowledged"). An error means not stored: the SMSC is answered
 // ESME_RX_T_APPN (temporary error) and sends it again later.
-type Deliver func(p pdu.Body) error
+//
+// ctx is the life of the bind that read p: it is done once that connection
+// has ended. A Deliver that retries must stop then and return an error (no
+// answer can go out on a connection that is gone): the SMSC, never having
+// had its deliver_sm_resp, sends p again on the next bind, and a store that
+// went on retrying for the old bind would store it a second time.
+type Deliver func(ctx context.Context, p pdu.Body) error
 
 // DeliverQueue is how many deliver_sm a bind holds for Deliver when
 // Config.DeliverQueue is 0. Beyond them a deliver_sm is answered
@@ -196,11 +202,11 @@ func (l *Link) newConn(s *slot) *session {
 	default:
 		c.kind = bindTRX
 	}
-	c.handler = func(p pdu.Body) error {
+	c.handler = func(ctx context.Context, p pdu.Body) error {
 		if l.deliver == nil {
 			return nil
 		}
-		return l.deliver(p)
+		return l.deliver(ctx, p)
 	}
 	return c
 }

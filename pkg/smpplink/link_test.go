@@ -198,7 +198,7 @@ func TestALinkWithSubmitsAndReceiptsInFlightClosesPromptly(t *testing.T) {
 	sim := smscsim.NewServer(t, creds(smscsim.Options{}))
 	var mu sync.Mutex
 	receipts := 0
-	l := smpplink.Open(config(sim.Addr()), func(p pdu.Body) error {
+	l := smpplink.Open(config(sim.Addr()), func(_ context.Context, p pdu.Body) error {
 		mu.Lock()
 		receipts++
 		mu.Unlock()

@@ -1,6 +1,7 @@
 package smpplink
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"hash/fnv"
@@ -48,8 +49,8 @@ type session struct {
 	respTimeout                    time.Duration
 	// handler stores a deliver_sm (nil for a transmitter). nil error: stored,
 	// answered with status 0; an error: answered ESME_RX_T_APPN, so the SMSC
-	// sends it again later.
-	handler func(pdu.Body) error
+	// sends it again later. Its context ends with the connection (Deliver).
+	handler func(context.Context, pdu.Body) error
 	queue   int // deliver_sm waiting for handler, at most
 	storers int // deliver_sm in handler at once, at most
 
@@ -170,8 +171,11 @@ func (r *session) bind() (smpp.Conn, error) {
 func (r *session) serve(c smpp.Conn, wg *sync.WaitGroup) error {
 	every := max(r.enquireLink, 10*time.Second)
 	heard := make(chan struct{}, 1)
-	done := make(chan struct{})
-	defer close(done)
+	// life ends with the connection: the stores still running for it stop
+	// retrying then (see Deliver).
+	life, end := context.WithCancel(context.Background())
+	defer end()
+	done := life.Done()
 	wg.Go(func() {
 		t := time.NewTicker(every)
 		defer t.Stop()
@@ -196,7 +200,7 @@ func (r *session) serve(c smpp.Conn, wg *sync.WaitGroup) error {
 		queues = make([]chan pdu.Body, n)
 		for i := range queues {
 			queues[i] = make(chan pdu.Body, max(r.queue/n, 1))
-			wg.Go(func() { r.store(queues[i], done) })
+			wg.Go(func() { r.store(life, queues[i]) })
 		}
 	}
 	for {
@@ -270,23 +274,25 @@ func storerOf(p pdu.Body, n int) int {
 // store hands each deliver_sm in its queue to handler, in the order read,
 // and answers it once handler has returned: status 0 when stored,
 // ESME_RX_T_APPN when not. Config.DeliverStorers of them run, each with its
-// share of the queue. It stops when the connection ends (done): what is
+// share of the queue. It stops when the connection ends (life): what is
 // still queued was never answered, so the SMSC sends it again on the next
-// bind.
-func (r *session) store(queue <-chan pdu.Body, done <-chan struct{}) {
+// bind. handler gets life too, so a store retrying then stops as well,
+// rather than storing a second time what the SMSC sends again.
+func (r *session) store(life context.Context, queue <-chan pdu.Body) {
 	for {
 		select {
-		case <-done:
+		case <-life.Done():
 			return
 		case p := <-queue:
-			select {
-			case <-done:
+			if life.Err() != nil {
 				return
-			default:
 			}
 			st := pdu.Status(0)
-			if err := r.handler(p); err != nil {
+			if err := r.handler(life, p); err != nil {
 				st = statusRetryLater
+			}
+			if life.Err() != nil {
+				return // the connection is gone: no answer can go out
 			}
 			// A failed write means the connection is gone: the reader sees it.
 			_ = r.write(respond(pdu.NewDeliverSMResp(), p.Header().Seq, st))

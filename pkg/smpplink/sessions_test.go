@@ -75,7 +75,7 @@ func TestTransmitterAndReceiverPairsSubmitAndReceiveOnSeparateBinds(t *testing.T
 	var mu sync.Mutex
 	var got []pdu.Body
 	var entered atomic.Int32
-	deliver := func(p pdu.Body) error {
+	deliver := func(_ context.Context, p pdu.Body) error {
 		entered.Add(1)
 		<-release
 		mu.Lock()
@@ -163,7 +163,7 @@ func TestTxRxSessionsRebindAndCloseLeavingNoGoroutines(t *testing.T) {
 	sim := smscsim.NewServer(t, creds(smscsim.Options{NoReceipts: true}))
 	cfg := config(sim.Addr())
 	cfg.BindMode, cfg.Sessions = smpplink.BindTXRX, 2
-	l := smpplink.Open(cfg, func(pdu.Body) error { return nil }, slog.New(slog.DiscardHandler))
+	l := smpplink.Open(cfg, func(context.Context, pdu.Body) error { return nil }, slog.New(slog.DiscardHandler))
 	allUp := func() bool { up, want := l.Binds(); return up == 4 && want == 4 && sim.Binds() == 4 }
 	natstest.Eventually(t, wait, "want 4 binds", allUp)
 	sim.DropConnections()

@@ -48,7 +48,7 @@ func newStore(sim *smscsim.Server) *store {
 	return &store{sim: sim, release: make(chan struct{}), calls: map[string]int{}, stored: map[string]int{}}
 }
 
-func (s *store) deliver(p pdu.Body) error {
+func (s *store) deliver(_ context.Context, p pdu.Body) error {
 	id := receiptID(p)
 	s.mu.Lock()
 	s.entered++

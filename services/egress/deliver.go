@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"log/slog"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/fiorix/go-smpp/smpp/pdu/pdufield"
 	"github.com/fiorix/go-smpp/smpp/pdu/pdutlv"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/smsflow/smsflow/pkg/dlr"
 	"github.com/smsflow/smsflow/pkg/mo"
@@ -23,11 +25,17 @@ const esmTypeMask = 0x3C
 
 // deliverFunc returns the link's deliver_sm handler. The deliver_sm_resp
 // goes out when it returns, so it stores the PDU in JetStream first: one
-// publish, retried while it fails, until it lands or the link is closing.
-// It runs apart from the link's read loop, so a slow store holds only the
-// deliver_sm behind it, not the link's submit_sm_resps.
+// publish, retried while it fails, until it lands, the link is closing, or
+// the bind that read the PDU has ended (bind). It runs apart from the
+// link's read loop, so a slow store holds only the deliver_sm behind it,
+// not the link's submit_sm_resps.
+//
+// It gives up when the bind ends because the SMSC never had its
+// deliver_sm_resp then and sends the PDU again on the next bind, which
+// stores it: a store still retrying for the old bind would store it twice
+// once NATS is back, and an MO stored twice reaches the users twice.
 func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logger) smpplink.Deliver {
-	return func(p pdu.Body) error {
+	return func(bind context.Context, p pdu.Body) error {
 		now := time.Now().UTC()
 		rec := record(link, p, now)
 		subject, stored := "sms.dlr."+link, s.m.receipts
@@ -41,16 +49,31 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 			return nil // the same PDU again would fail the same way
 		}
 		msg := &nats.Msg{Subject: subject, Data: data}
+		// Every attempt carries the same Nats-Msg-Id: one that timed out may
+		// still land (its ack lost), and JetStream drops a later attempt's
+		// copy within the stream's duplicate window (SMS_DLR, SMS_INBOUND: 2 min).
+		id := jetstream.WithMsgID("deliver-" + rand.Text())
 		for attempt := 1; ; attempt++ {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_, err := s.js.PublishMsg(ctx, msg)
-			cancel()
+			// While disconnected, nats.go keeps a publish and sends it on
+			// reconnect, whether anyone still waits for its ack or not: one
+			// per attempt of a store that may have given up since (its bind
+			// ended), landing beside the copy the next bind stores. So no
+			// attempt is made until the connection is back.
+			err := nats.ErrDisconnected
+			if s.js.Conn().IsConnected() {
+				ctx, cancel := context.WithTimeout(bind, 5*time.Second)
+				_, err = s.js.PublishMsg(ctx, msg, id)
+				cancel()
+			}
 			if err == nil {
 				stored.WithLabelValues(link).Inc()
 				return nil
 			}
 			log.Warn("storing deliver_sm failed, retrying before deliver_sm_resp", "attempt", attempt, "err", err)
 			select {
+			case <-bind.Done():
+				log.Warn("deliver_sm not stored before its bind ended: left to the SMSC to send again", "source", rec.Source)
+				return err
 			case <-closing:
 				// Not stored: the link answers ESME_RX_T_APPN (or nothing,
 				// once the bind is gone) and the SMSC sends it again.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +41,13 @@ type env struct {
 
 func newEnv(t *testing.T, simOpts smscsim.Options) *env {
 	t.Helper()
-	nc, js := natstest.Connect(t, natstest.RunServer(t, t.TempDir()))
+	return newEnvOn(t, natstest.RunServer(t, t.TempDir()), simOpts)
+}
+
+// newEnvOn is newEnv on a server the test started, for stopping it.
+func newEnvOn(t *testing.T, srv *server.Server, simOpts smscsim.Options) *env {
+	t.Helper()
+	nc, js := natstest.Connect(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := streams.Apply(ctx, js, []string{pool}); err != nil {
