@@ -5,7 +5,7 @@
 // The guarantee: over any 1,000 ms, the submits on a link number at most
 // rate + burst-1, and with burst 1 they are spaced Interval(rate) apart,
 // however many instances send on it; a link kept busy gets 1 s/(1 s + Guard),
-// 99%, of its rate. Reserve is the pure bucket math; Limiter leases slots from
+// 98.8%, of its rate. Reserve is the pure bucket math; Limiter leases slots from
 // KV a few at a time and hands them to the link's workers at their time. How
 // hosts with different clocks agree on slot times is described in clock.go.
 //

@@ -18,11 +18,11 @@ func TestInterval(t *testing.T) {
 		rate float64
 		want time.Duration
 	}{
-		{rate: 1, want: 1010 * time.Millisecond},
-		{rate: 50, want: ms(20.2)},
-		{rate: 200, want: ms(5.05)},
-		{rate: 3, want: 336666667}, // rounded up, never down
-		{rate: 2000, want: 505 * time.Microsecond},
+		{rate: 1, want: ms(1012.5)},
+		{rate: 50, want: ms(20.25)},
+		{rate: 200, want: 5062500},
+		{rate: 7, want: 144642858}, // rounded up, never down
+		{rate: 2000, want: 506250},
 		{rate: 1e-9, want: time.Hour},
 		{rate: 0, want: time.Hour},
 	} {

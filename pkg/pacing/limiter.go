@@ -16,18 +16,13 @@ import (
 
 // maxLate is how late a slot may still be used. A slot reached later (a
 // worker busy elsewhere, a slow wake-up) is wasted, never sent late: sending
-// it late would bunch it with the next one. It is a quarter of Guard, which
-// also has to cover the path from Wait to the SMSC (a caller that takes
-// longer than MaxSubmitDelay after Wait should take a fresh slot), clock
-// estimates and network jitter. Half of Guard was tried: it wasted a third as
-// many slots on a busy machine, but three instances at 2,000/s were throttled
-// 4 times in 20,000 submits (the SMSC's read of a PDU lags too).
-const maxLate = Guard / 4
+// it late would bunch it with the next one. See Guard for how it was chosen.
+const maxLate = 5 * time.Millisecond
 
 // MaxSubmitDelay is how long after Wait returns a caller may still submit on
-// the slot: with maxLate it uses half of Guard, leaving the rest for the
-// network, the SMSC and the clock estimates.
-const MaxSubmitDelay = Guard / 4
+// the slot (a caller that takes longer should take a fresh slot): its part
+// of Guard.
+const MaxSubmitDelay = 2500 * time.Microsecond
 
 // leaseSpan is how much time an automatic lease covers, and maxLease its size
 // limit: more slots per KV round trip means fewer KV operations, but longer
@@ -422,7 +417,7 @@ func (l *Limiter) addSample(created time.Time, t0, t1 int64) {
 	c := l.clock.add(created.UnixNano(), t0, t1)
 	if l.synced {
 		d := time.Duration(c.offset - l.offset.Load()).Abs()
-		if d > Guard/4+time.Duration(c.rtt/2+l.clockErr.Load()) {
+		if d > otherBudget/2+time.Duration(c.rtt/2+l.clockErr.Load()) {
 			l.log.Warn("pacing clock sample far from the estimate: a clock step?",
 				"sample", time.Duration(c.offset), "estimate", time.Duration(l.offset.Load()), "rtt", time.Duration(c.rtt))
 		}
