@@ -18,6 +18,9 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"id":"m5","status":"x","at":"yesterday"}`,
 		`{"id":5}`, `{"parts":"1"}`, `{"parts":1.5}`, `{"id":"a"} x`, `[]`, `null`, ``, `{"id":"\xff"}`,
 		`{"id":"a","id":"b"}`, `{"at":null}`, `{"code":-1e3}`,
+		`{"id":"m","status":"submitted","attempt":9223372036854775808}`, `{"parts":9999999999999999999}`,
+		`{"code":-9223372036854775809}`, `{"ſtatus":"delivered","linK":"l1"}`, `{"detail":"cafÃ©"}`,
+		`{"id":"m","status":"queued"} `, ` {"id":"m"}`, `{"at":"2026-11-23T18:40:05.1234567891Z"}`, `{"at":"2026-02-30T00:00:00Z"}`,
 	} {
 		f.Add([]byte(s))
 	}
