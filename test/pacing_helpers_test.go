@@ -149,43 +149,40 @@ func publishPaced(t *testing.T, js jetstream.JetStream, prefix string, n int) []
 // test, so that the caller can still report the pacing figures of a run that
 // did not finish.
 func awaitTerminal(l *statusLog, d time.Duration, ids []string) bool {
-	deadline := time.Now().Add(d)
-	for {
+	return pollUntil(d, func() bool {
 		term := l.terminal()
-		missing := 0
 		for _, id := range ids {
 			if len(term[id]) == 0 {
-				missing++
+				return false
 			}
 		}
-		if missing == 0 {
-			return true
-		}
+		return true
+	})
+}
+
+// pollUntil checks cond every 200 ms until it holds (true) or d passed (false).
+func pollUntil(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	return true
 }
 
 // awaitAccepted waits until the simulators together accepted n submits, or
 // d passed; checkOnce and checkEndings then say what is missing.
 func awaitAccepted(t *testing.T, sims []*smscsim.Server, n int, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		got := 0
+	got := 0
+	if !pollUntil(d, func() bool {
+		got = 0
 		for _, sim := range sims {
 			got += sim.Accepted()
 		}
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Logf("after %v the SMSC accepted %d of %d submits", d, got, n)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+		return got >= n
+	}) {
+		t.Logf("after %v the SMSC accepted %d of %d submits", d, got, n)
 	}
 }
 
@@ -325,7 +322,7 @@ func checkSafe(t *testing.T, what string, s *smscsim.Server, rate int) {
 	// Zero throttles is the criterion, and what PACING_STRICT runs
 	// demand. Without it, up to 1% is tolerated: the simulator judges by
 	// arrival, and on a CPU-starved shared machine (-race, other packages'
-	// tests) a submit held up past the 10 ms guard after its slot arrives
+	// tests) a submit held up past the 12.5 ms guard after its slot arrives
 	// beside the next, which is the machine, not the pacing. A pacing fault
 	// (a second instance ignoring the bucket, a lease used twice) throttles
 	// far more than that.

@@ -72,8 +72,9 @@ const (
 	BindTXRX BindMode = "tx_rx" // bind_transmitter + bind_receiver: two connections per session
 )
 
-// Deliver receives each deliver_sm of the link, one at a time per bind, in
-// the order they came. It runs apart from the link's read loop (submits do
+// Deliver receives each deliver_sm of the link: DeliverStorers at once per
+// bind, those of one source address one at a time, in the order they came
+// (see storerOf). It runs apart from the link's read loop (submits do
 // not wait for it), and the deliver_sm_resp goes out when it returns: it
 // stores the PDU durably before returning nil ("stored before
 // acknowledged"). An error means not stored: the SMSC is answered

@@ -69,7 +69,9 @@ func (s *Stage) deliverFunc(link string, closing <-chan struct{}, log *slog.Logg
 				stored.WithLabelValues(link).Inc()
 				return nil
 			}
-			log.Warn("storing deliver_sm failed, retrying before deliver_sm_resp", "attempt", attempt, "err", err)
+			if attempt == 1 || attempt%10 == 0 { // one line per 20 s or so, not one per attempt
+				log.Warn("storing deliver_sm failed, retrying before deliver_sm_resp", "attempt", attempt, "err", err)
+			}
 			select {
 			case <-bind.Done():
 				log.Warn("deliver_sm not stored before its bind ended: left to the SMSC to send again", "source", rec.Source)
