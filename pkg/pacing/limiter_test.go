@@ -403,3 +403,50 @@ func TestLeaseFollowsWhatTheInstanceUses(t *testing.T) {
 		t.Fatalf("at 50/s (one slot in 20 ms) the lease is %d, want 1", n)
 	}
 }
+
+// An instance with many more waiters than the link has slots in a horizon
+// holds no more than horizon plus a lease of slots ahead of now (and a lease
+// of margin, for the counters read one by one): the rest
+// of the waiters wait unreserved, so slots reserved past the end of a
+// backlog (lost to every instance) stay few. Real time: a waiter that holds
+// the lease waits for the horizon with the others queued behind it, which
+// the virtual clock would take for a deadlock. The bound does not depend on
+// the machine's speed: a late wake-up only holds fewer slots.
+func TestAnInstanceHoldsSlotsNoFurtherAheadThanTheHorizon(t *testing.T) {
+	_, kv := pacingKV(t)
+	const rate, waiters, n = 2000, 400, 2000
+	l := New(kv, "horizon", rate, 1, Options{LocalClock: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	granted, most := 0, int64(0)
+	var wg sync.WaitGroup
+	for range waiters {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				done := granted >= n
+				mu.Unlock()
+				if done {
+					return
+				}
+				if err := l.Wait(ctx); err != nil {
+					t.Errorf("Wait: %v", err)
+					return
+				}
+				st := l.Stats()
+				mu.Lock()
+				granted++
+				most = max(most, st.Reserved-st.Granted-st.Wasted)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	limit := int64(math.Ceil(rate * (horizon + 2*leaseSpan).Seconds()))
+	t.Logf("at most %d slots held ahead by %d waiters (limit %d)", most, waiters, limit)
+	if most > limit {
+		t.Errorf("%d slots reserved and not yet used at once, want at most %d (horizon %v + two leases of %v at %d/s)",
+			most, limit, horizon, leaseSpan, rate)
+	}
+}
