@@ -47,9 +47,6 @@ import (
 // count that outlives the process, which the crash tests read.
 const ResubmitLog = "submitting again a message whose earlier submit may have reached the SMSC: it may be delivered twice"
 
-// givenBack starts the detail of the record a give-back leaves.
-const givenBack = status.GivenBack
-
 // unknownBefore reports whether a submit at delivery attempt may send the
 // message a second time, given its latest status event: whether an earlier
 // delivery may have reached the SMSC without a record of its refusal.
@@ -105,7 +102,7 @@ func (s *Stage) riskOf(ctx context.Context, msg jetstream.Msg) (m envelope.Messa
 }
 
 // recordGiveBack records that delivery attempt of m ends unsent: a retry
-// event whose detail starts with givenBack, which tells the next delivery
+// event whose detail starts with status.GivenBack, which tells the next delivery
 // that this one did not reach the SMSC. A risky message gets none: the
 // delivery before may have reached it, and the next one must still count.
 // It is written even past the shutdown grace (briefly); if it cannot be,
@@ -117,7 +114,7 @@ func (s *Stage) recordGiveBack(ctx context.Context, lo LinkOptions, m envelope.M
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	ev := status.Event{ID: m.ID, Status: status.Retry, Stage: "egress", Campaign: m.Campaign, Pool: lo.Pool, Link: lo.Name,
-		Attempt: attempt, Detail: givenBack + why}
+		Attempt: attempt, Detail: status.GivenBack + why}
 	if err := s.pub.Publish(rctx, ev); err != nil && !errors.Is(err, status.ErrAlreadyFinal) {
 		log.Warn("could not record a give-back; its next delivery counts as a possible duplicate", "msg_id", m.ID, "err", err)
 	}

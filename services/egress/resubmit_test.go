@@ -153,7 +153,7 @@ func TestAResubmitIsCountedOnlyWhenAnEarlierSubmitMayHaveReachedTheSMSC(t *testi
 	// The give-back left its record, and the risky one's give-back none.
 	backs := func(i int) (k int) {
 		for _, ev := range e.events(msgID(i), status.Retry) {
-			if strings.HasPrefix(ev.Detail, givenBack) && ev.Attempt == 1 {
+			if status.IsGiveBack(ev) && ev.Attempt == 1 {
 				k++
 			}
 		}

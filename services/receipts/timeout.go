@@ -2,7 +2,6 @@ package receipts
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,15 +38,15 @@ func (s *Stage) dropTimer(ctx context.Context, id string) {
 // handleDue ends a message whose receipt timeout fired: expired, reason
 // no_receipt, unless it is final already.
 func (s *Stage) handleDue(ctx context.Context, msg jetstream.Msg) consume.Outcome {
-	var sub status.Event
-	if err := json.Unmarshal(msg.Data(), &sub); err != nil || sub.ID == "" {
+	sub, err := status.DecodeEvent(msg.Data())
+	if err != nil || sub.ID == "" {
 		s.log.Error("receipt timer unreadable, skipped", "subject", msg.Subject(), "err", err)
 		return consume.Term("unreadable receipt timer")
 	}
 	ev := status.Event{ID: sub.ID, Status: status.Expired, Reason: ReasonNoReceipt, Stage: "receipts",
 		Campaign: sub.Campaign, Pool: sub.Pool, Link: sub.Link, SMSCID: sub.SMSCID, Parts: sub.Parts,
 		Detail: "no final receipt within " + s.opts.ReceiptTimeout.String()}
-	err := s.pub.Publish(ctx, ev)
+	err = s.pub.Publish(ctx, ev)
 	switch {
 	case errors.Is(err, status.ErrAlreadyFinal):
 		s.m.timeouts.WithLabelValues("settled").Inc()
