@@ -192,8 +192,15 @@ func TestTheFirstDeliveriesAfterAnUncleanStopAreChecked(t *testing.T) {
 	}
 	e.publish(0, n, nil)
 	r := e.run(e.linkOpts(100, 10, window), fastRetries(5))
+	var sent, acked, left int
+	defer func() { // which of the three a timeout is about
+		if t.Failed() {
+			t.Logf("last seen: %d sent (want %d), %d acked as submitted (want %d), %d left on the lane (want 0)", sent, n-forgotten, acked, forgotten, left)
+		}
+	}()
 	natstest.Eventually(t, wait, "want the new messages sent and the submitted ones acked", func() bool {
-		return e.sim.Accepted() == n-forgotten && r.count(r.m.redeliveredSubmitted, link) == forgotten && e.streamMsgs(streams.Egress) == 0
+		sent, acked, left = e.sim.Accepted(), int(r.count(r.m.redeliveredSubmitted, link)), int(e.streamMsgs(streams.Egress))
+		return sent == n-forgotten && acked == forgotten && left == 0
 	})
 	for i := range forgotten {
 		if got := e.sim.AcceptedTo(simDst(i)); got != 0 {
